@@ -1,0 +1,48 @@
+"""The Starlette application: the API under `/v1`, Datasette under `/ui`, one lifespan for both."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from .api import ProxyAPI
+from .config import Settings
+from .providers import build_providers
+from .recorder import Recorder
+from .store import Store
+from .upstream import UpstreamClient
+
+
+def create_app(settings: Settings) -> Starlette:
+    store = Store(settings.database_url)
+    recorder = Recorder(store)
+    client = UpstreamClient(settings.connect_timeout, settings.read_timeout)
+    api = ProxyAPI(settings, build_providers(settings), client, recorder)
+    routes: list = api.routes()
+    datasette = None
+    if settings.ui and store.path is not None:
+        from analytics.datasette import create_datasette
+
+        datasette = create_datasette(store.path, base_url="/ui/")
+        routes.append(Mount("/ui", app=datasette.app()))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await store.migrate()
+        await recorder.start()
+        if datasette is not None:
+            await datasette.invoke_startup()
+        try:
+            yield
+        finally:
+            await client.aclose()
+            await recorder.stop()
+            await store.dispose()
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.api = api
+    app.state.ui = datasette is not None
+    return app

@@ -1,0 +1,82 @@
+"""`study-query-llm` (and `python -m proxy`): one argparse entry point for every command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .config import ConfigError, load_settings
+from .store.engine import display_url
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="study-query-llm",
+        description="An OpenAI-compatible logging proxy: every call recorded in SQLite, browsable in Datasette.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the proxy (and Datasette under /ui/)")
+    serve.add_argument("--host", help="address to bind (default: $PANEL_ADDRESS or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (default: $PANEL_PORT or 8000)")
+    database = serve.add_mutually_exclusive_group()
+    database.add_argument("--db", metavar="PATH", help="SQLite file for the log")
+    database.add_argument("--database-url", metavar="URL", help="sqlite:///file.db or postgresql://… (default: $DATABASE_URL)")
+    serve.add_argument("--config", metavar="FILE", help="TOML file with extra providers, aliases and proxy keys")
+    serve.add_argument("--no-ui", action="store_true", help="do not mount Datasette under /ui/")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    ui = commands.add_parser("ui", help="browse a log in Datasette (read-only)")
+    ui.add_argument("--db", metavar="PATH", default="study_query_llm.db", help="SQLite file of the log")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=8001)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return serve(args)
+        return ui(args)
+    except ConfigError as exc:
+        print(f"study-query-llm: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+
+    settings = load_settings(
+        config_file=args.config,
+        host=args.host,
+        port=args.port,
+        database_url=args.database_url or args.db,
+        ui=False if args.no_ui else None,
+    )
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s")
+    app = create_app(settings)
+    base = f"http://{settings.host}:{settings.port}"
+    print(f"Study Query LLM proxy: {base}/v1  (default provider: {settings.default_provider})", flush=True)
+    if app.state.ui:
+        print(f"Datasette UI:          {base}/ui/", flush=True)
+    print(f"Log:                   {display_url(settings.database_url)}", flush=True)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def ui(args: argparse.Namespace) -> int:
+    from analytics.datasette import serve_ui
+
+    serve_ui(args.db, host=args.host, port=args.port)
+    return 0

@@ -1,0 +1,191 @@
+"""Environment, `.env` and the TOML config file folded into one frozen `Settings`.
+
+Everything the server needs to know is decided here, once, at start-up: the rest
+of the code reads `Settings` and never looks at `os.environ` itself.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+DEFAULT_DATABASE_URL = "sqlite:///study_query_llm.db"
+DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_HYPERBOLIC_ENDPOINT = "https://api.hyperbolic.xyz/v1"
+DEFAULT_AZURE_API_VERSION = "2024-10-21"
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """The operator's configuration cannot be used; the message says which part."""
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """One upstream the operator configured. `kind` picks the adapter."""
+
+    name: str
+    kind: str  # "openai" (any OpenAI-compatible server), "azure" or "mock"
+    base_url: str
+    api_key: str | None = field(default=None, repr=False)
+    api_version: str | None = None
+    default_model: str | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole configuration of one proxy process."""
+
+    providers: Mapping[str, ProviderConfig]
+    aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    client_keys: Mapping[str, str] = field(default_factory=dict, repr=False)
+    database_url: str = DEFAULT_DATABASE_URL
+    host: str = "127.0.0.1"
+    port: int = 8000
+    ui: bool = True
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    connect_timeout: float = 10.0
+    read_timeout: float = 600.0
+
+    @property
+    def default_provider(self) -> str:
+        """The first provider holding a key; `mock` when none does."""
+        for provider in self.providers.values():
+            if provider.kind != "mock" and provider.api_key:
+                return provider.name
+        return "mock"
+
+    def secrets(self) -> list[str]:
+        """Every key this process knows, so that tests and redaction can look for them."""
+        keys = [p.api_key for p in self.providers.values() if p.api_key]
+        return keys + list(self.client_keys)
+
+
+def read_environment(env_file: str | os.PathLike[str] | None = ".env") -> dict[str, str]:
+    """`os.environ` over the values of a `.env` file (the process environment wins)."""
+    values: dict[str, str] = {}
+    if env_file and Path(env_file).is_file():
+        values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    values.update(os.environ)
+    return values
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build `Settings` from environment variables, an optional TOML file and CLI overrides."""
+    env = read_environment() if env is None else env
+    config = _read_toml(config_file) if config_file else {}
+    providers = _builtin_providers(env)
+    for name, table in config.get("providers", {}).items():
+        providers[name] = _configured_provider(name, table, env)
+    server = config.get("server", {})
+    values: dict[str, Any] = {
+        "providers": providers,
+        "aliases": _aliases(config.get("aliases", {})),
+        "client_keys": _client_keys(config.get("clients", {}), env),
+        "database_url": env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+        "host": env.get("PANEL_ADDRESS") or "127.0.0.1",
+        "port": int(env.get("PANEL_PORT") or 8000),
+        "max_body_bytes": int(server.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES)),
+        "connect_timeout": float(server.get("connect_timeout", 10.0)),
+        "read_timeout": float(server.get("read_timeout", 600.0)),
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**values)
+
+
+def _builtin_providers(env: Mapping[str, str]) -> dict[str, ProviderConfig]:
+    providers = {
+        "openai": ProviderConfig(
+            name="openai",
+            kind="openai",
+            base_url=env.get("OPENAI_BASE_URL") or DEFAULT_OPENAI_BASE_URL,
+            api_key=env.get("OPENAI_API_KEY") or None,
+            default_model=env.get("OPENAI_MODEL") or None,
+        ),
+        "azure": ProviderConfig(
+            name="azure",
+            kind="azure",
+            base_url=(env.get("AZURE_OPENAI_ENDPOINT") or "").rstrip("/"),
+            api_key=env.get("AZURE_OPENAI_API_KEY") or None,
+            api_version=env.get("AZURE_OPENAI_API_VERSION") or DEFAULT_AZURE_API_VERSION,
+            default_model=env.get("AZURE_OPENAI_DEPLOYMENT") or None,
+        ),
+        "hyperbolic": ProviderConfig(
+            name="hyperbolic",
+            kind="openai",
+            base_url=env.get("HYPERBOLIC_ENDPOINT") or DEFAULT_HYPERBOLIC_ENDPOINT,
+            api_key=env.get("HYPERBOLIC_API_KEY") or None,
+        ),
+        "mock": ProviderConfig(name="mock", kind="mock", base_url="mock://", default_model="echo"),
+    }
+    if providers["azure"].api_key and not providers["azure"].base_url:
+        raise ConfigError("AZURE_OPENAI_API_KEY is set but AZURE_OPENAI_ENDPOINT is not")
+    return providers
+
+
+def _configured_provider(name: str, table: Mapping[str, Any], env: Mapping[str, str]) -> ProviderConfig:
+    if "/" in name:
+        raise ConfigError(f"provider name {name!r} may not contain '/'")
+    kind = table.get("kind", "openai")
+    if kind not in ("openai", "azure"):
+        raise ConfigError(f"provider {name!r}: kind must be 'openai' or 'azure', not {kind!r}")
+    base_url = table.get("base_url")
+    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"provider {name!r}: base_url must be an http(s) URL")
+    key_env = table.get("api_key_env")
+    api_key = env.get(key_env) if key_env else table.get("api_key")
+    if api_key is None and not table.get("no_key", False):
+        raise ConfigError(
+            f"provider {name!r}: set api_key_env (the variable holding its key) "
+            "or no_key = true for a server that needs none"
+        )
+    return ProviderConfig(
+        name=name,
+        kind=kind,
+        base_url=base_url.rstrip("/"),
+        api_key=api_key or "",
+        api_version=table.get("api_version", DEFAULT_AZURE_API_VERSION if kind == "azure" else None),
+        default_model=table.get("default_model"),
+    )
+
+
+def _aliases(table: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    aliases = {}
+    for alias, routes in table.items():
+        if isinstance(routes, str):
+            routes = [routes]
+        if not routes or not all(isinstance(r, str) and r for r in routes):
+            raise ConfigError(f"alias {alias!r} must name a model or a list of models")
+        aliases[alias] = tuple(routes)
+    return aliases
+
+
+def _client_keys(table: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, str]:
+    """Proxy keys → the client alias recorded in the log (the key itself never is)."""
+    keys = {}
+    for alias, spec in table.items():
+        key = env.get(spec["key_env"]) if isinstance(spec, Mapping) else spec
+        if not key:
+            raise ConfigError(f"client {alias!r}: its key is empty or its key_env variable is unset")
+        keys[key] = alias
+    return keys
+
+
+def _read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc

@@ -1,0 +1,25 @@
+"""Azure OpenAI: deployments in the URL path, `api-version` in the query, the key in `api-key`."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from .base import Provider
+
+#: The first api-version that accepts `stream_options` (usage in streamed answers).
+STREAM_OPTIONS_SINCE = "2024-09-01"
+
+
+class AzureProvider(Provider):
+    def url(self, endpoint: str, upstream_model: str) -> str:
+        deployment = quote(upstream_model, safe="")
+        return (
+            f"{self.config.base_url}/openai/deployments/{deployment}/{endpoint}"
+            f"?api-version={quote(self.config.api_version or '', safe='')}"
+        )
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"api-key": self.config.api_key} if self.config.api_key else {}
+
+    def accepts_stream_options(self) -> bool:
+        return (self.config.api_version or "")[:10] >= STREAM_OPTIONS_SINCE

@@ -1,0 +1,40 @@
+"""The OpenAI-compatible adapter (OpenAI, Hyperbolic, any configured server) that the others refine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ..config import ProviderConfig
+from ..upstream import UpstreamClient, UpstreamRequest, UpstreamResponse
+
+#: The proxy's endpoint names, as they appear after `/v1/` in OpenAI's API.
+ENDPOINTS = ("chat/completions", "completions", "embeddings")
+
+
+class Provider:
+    """An OpenAI-compatible upstream: `{base_url}/{endpoint}` with a Bearer key."""
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self.config = config
+        self.name = config.name
+
+    def url(self, endpoint: str, upstream_model: str) -> str:
+        return f"{self.config.base_url}/{endpoint}"
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
+
+    def accepts_stream_options(self) -> bool:
+        """Whether `stream_options.include_usage` may be sent to ask for a usage chunk."""
+        return True
+
+    def build(self, endpoint: str, upstream_model: str, payload: dict[str, Any]) -> UpstreamRequest:
+        """The upstream request: the client's body with the upstream model, and our key, never theirs."""
+        body = payload if payload.get("model") == upstream_model else {**payload, "model": upstream_model}
+        headers = {"content-type": "application/json", "accept": "application/json", **self.auth_headers()}
+        return UpstreamRequest("POST", self.url(endpoint, upstream_model), headers, orjson.dumps(body))
+
+    async def send(self, client: UpstreamClient, request: UpstreamRequest) -> UpstreamResponse:
+        return await client.send(request)

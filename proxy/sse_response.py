@@ -1,0 +1,96 @@
+"""The ASGI response for a relayed stream: forwards events, notices a client leaving, always records.
+
+Starlette's StreamingResponse may leave a generator unclosed when the client goes away
+mid-stream; this class owns the loop, so the row is written whichever way the stream ends.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import anyio
+from starlette.types import Receive, Scope, Send
+
+from .record import Attempt, CallRecord
+from .recorder import Recorder
+from .streaming import StreamRelay, error_event
+from .upstream import UpstreamResponse, UpstreamUnreachable
+
+log = logging.getLogger("proxy.stream")
+
+CLIENT_DISCONNECTED = "client_disconnected"
+
+
+class RelayedStream:
+    def __init__(
+        self,
+        record: CallRecord,
+        response: UpstreamResponse,
+        attempt: Attempt,
+        relay: StreamRelay,
+        headers: Mapping[str, str],
+        recorder: Recorder,
+    ) -> None:
+        self.record = record
+        self.response = response
+        self.attempt = attempt
+        self.relay = relay
+        self.recorder = recorder
+        self.headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()] + [
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        error: str | None = CLIENT_DISCONNECTED
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+            async with anyio.create_task_group() as group:
+                group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
+                error = await self._relay(send)
+                group.cancel_scope.cancel()
+        except* OSError:
+            pass  # the client went away while we were sending to it
+        except* Exception as failure:
+            log.error("stream of request %s failed in the proxy", self.record.request_id, exc_info=failure)
+            error = f"the proxy failed mid-stream: {failure.exceptions[0]!r}"
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.response.close()
+            self._record(error)
+
+    async def _relay(self, send: Send) -> str | None:
+        """Forward upstream events until the end; return the error the stream ended with, if any."""
+        relay = self.relay
+        error = None
+        try:
+            async for chunk in self.response.iter_bytes():
+                out = relay.feed(chunk)
+                if out:
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+            tail = relay.flush()
+        except UpstreamUnreachable as exc:
+            error = f"upstream stream broke after {len(relay.text)} characters: {exc}"
+            tail = error_event(error, code="upstream_stream_error")
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+        if error is None and relay.error is not None:
+            error = str(relay.error.get("message") or relay.error)
+        return error
+
+    def _record(self, error: str | None) -> None:
+        record, relay = self.record, self.relay
+        self.attempt.finish(200, error)
+        record.answer = relay.assembled()
+        record.response_text = relay.text
+        record.usage = relay.usage
+        if relay.first_token_at is not None:
+            record.ttft_ms = round((relay.first_token_at - record.started) * 1000, 3)
+        record.finish(200, error)
+        self.recorder.submit(record)
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()

@@ -1,0 +1,65 @@
+"""Async engines for the log: SQLite (WAL, NORMAL sync, busy timeout, BEGIN IMMEDIATE) or PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+BUSY_TIMEOUT_MS = 5000
+
+
+def async_database_url(url_or_path: str) -> str:
+    """`sqlite:///x.db`, `postgresql://…` or a bare file path → the async driver's URL."""
+    if "://" not in url_or_path:
+        return f"sqlite+aiosqlite:///{url_or_path}"
+    url = make_url(url_or_path)
+    driver = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
+    if url.drivername in driver:
+        url = url.set(drivername=driver[url.drivername])
+    elif url.drivername not in driver.values():
+        raise ValueError(f"unsupported database URL scheme {url.drivername!r}: use sqlite:/// or postgresql://")
+    return url.render_as_string(hide_password=False)
+
+
+def sqlite_path(url_or_path: str) -> Path | None:
+    """The file behind a SQLite URL (None for PostgreSQL or an in-memory database)."""
+    url = make_url(async_database_url(url_or_path))
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database)
+
+
+def create_engine(url_or_path: str) -> AsyncEngine:
+    url = async_database_url(url_or_path)
+    path = sqlite_path(url_or_path)
+    if path is None:
+        return create_async_engine(url, pool_pre_ping=True, hide_parameters=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url, hide_parameters=True)
+    _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    """WAL + NORMAL sync for fast durable batches; BEGIN IMMEDIATE so busy_timeout applies to writers."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection):  # type: ignore[no-untyped-def]
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def display_url(url_or_path: str) -> str:
+    """The database URL as it may be printed: any password masked."""
+    return make_url(async_database_url(url_or_path)).render_as_string(hide_password=True)

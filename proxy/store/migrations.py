@@ -1,0 +1,69 @@
+"""Small numbered migrations, recorded in `schema_migrations`, so an older log opens in a newer proxy.
+
+Each migration is idempotent: a fresh database gets today's tables from the first one and
+the later ones find nothing left to do; an old database gets exactly the steps it lacks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, text
+
+from .schema import metadata
+
+Migration = Callable[[Connection], None]
+
+
+def m001_tables(conn: Connection) -> None:
+    metadata.create_all(conn, checkfirst=True)
+
+
+def m002_full_text_search(conn: Connection) -> None:
+    """FTS5 over prompt and response, kept in step with `inference_runs` by triggers (SQLite only)."""
+    if conn.dialect.name != "sqlite":
+        return
+    for statement in (
+        """CREATE VIRTUAL TABLE IF NOT EXISTS inference_runs_fts USING fts5(
+               prompt, response, content='inference_runs', content_rowid='id')""",
+        """CREATE TRIGGER IF NOT EXISTS inference_runs_ai AFTER INSERT ON inference_runs BEGIN
+               INSERT INTO inference_runs_fts(rowid, prompt, response) VALUES (new.id, new.prompt, new.response);
+           END""",
+        """CREATE TRIGGER IF NOT EXISTS inference_runs_ad AFTER DELETE ON inference_runs BEGIN
+               INSERT INTO inference_runs_fts(inference_runs_fts, rowid, prompt, response)
+               VALUES ('delete', old.id, old.prompt, old.response);
+           END""",
+        """CREATE TRIGGER IF NOT EXISTS inference_runs_au AFTER UPDATE ON inference_runs BEGIN
+               INSERT INTO inference_runs_fts(inference_runs_fts, rowid, prompt, response)
+               VALUES ('delete', old.id, old.prompt, old.response);
+               INSERT INTO inference_runs_fts(rowid, prompt, response) VALUES (new.id, new.prompt, new.response);
+           END""",
+    ):
+        conn.exec_driver_sql(statement)
+
+
+MIGRATIONS: list[tuple[int, str, Migration]] = [
+    (1, "tables", m001_tables),
+    (2, "full_text_search", m002_full_text_search),
+]
+
+
+def migrate(conn: Connection) -> list[int]:
+    """Apply the migrations this database lacks, in order; return the versions applied."""
+    conn.exec_driver_sql(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+    done = {row[0] for row in conn.exec_driver_sql("SELECT version FROM schema_migrations")}
+    applied = []
+    for version, name, step in MIGRATIONS:
+        if version in done:
+            continue
+        step(conn)
+        conn.execute(
+            text("INSERT INTO schema_migrations (version, name, applied_at) VALUES (:v, :n, :t)"),
+            {"v": version, "n": name, "t": datetime.now(UTC).isoformat(timespec="milliseconds")},
+        )
+        applied.append(version)
+    return applied
+

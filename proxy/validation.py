@@ -1,0 +1,100 @@
+"""Client input checked before anything goes upstream: each fault becomes a 4xx in OpenAI's shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from .errors import ProxyError
+
+JSON_TYPES = ("application/json", "text/json")
+
+#: The field each endpoint cannot do without, besides `model`.
+REQUIRED_INPUT = {"chat/completions": "messages", "completions": "prompt", "embeddings": "input"}
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused with 413 as soon as it is known to exceed `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def check_content_type(request: Request) -> None:
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type and content_type not in JSON_TYPES:
+        raise ProxyError(
+            415,
+            f"Unsupported content type {content_type!r}: send the body as application/json.",
+            code="unsupported_content_type",
+        )
+
+
+def decode_text(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProxyError(
+            400, f"The request body is not valid UTF-8 (byte {exc.start}).", code="invalid_encoding"
+        ) from None
+
+
+def parse_payload(body: bytes) -> dict[str, Any]:
+    """The JSON object of the body; anything else is the client's error."""
+    if not body.strip():
+        raise ProxyError(400, "The request body is empty: send a JSON object.", code="invalid_json")
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ProxyError(400, f"The request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(payload, dict):
+        raise ProxyError(
+            400, f"The request body must be a JSON object, not {type(payload).__name__}.", code="invalid_body"
+        )
+    return payload
+
+
+def validate(endpoint: str, payload: dict[str, Any], model: Any) -> str:
+    """Check the fields the proxy itself relies on; return the model. Upstream checks the rest."""
+    model = _required("model", model, str)
+    if not model.strip():
+        raise ProxyError(400, "`model` must not be empty.", param="model", code="invalid_value")
+    field = REQUIRED_INPUT[endpoint]
+    if endpoint == "chat/completions":
+        messages = _required(field, payload.get(field), list)
+        if not messages:
+            raise ProxyError(400, "`messages` must hold at least one message.", param="messages", code="invalid_value")
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+                raise ProxyError(
+                    400, f"`messages[{i}]` must be an object with a string `role`.", param=f"messages[{i}]", code="invalid_type"
+                )
+    else:
+        _required(field, payload.get(field), (str, list))
+    if "stream" in payload and not isinstance(payload["stream"], bool | None):
+        raise ProxyError(400, "`stream` must be a boolean.", param="stream", code="invalid_type")
+    return model
+
+
+def _required(name: str, value: Any, kind: type | tuple[type, ...]) -> Any:
+    if value is None:
+        raise ProxyError(400, f"Missing required parameter: `{name}`.", param=name, code="missing_required_parameter")
+    if not isinstance(value, kind):
+        expected = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise ProxyError(
+            400, f"`{name}` must be of type {expected}, not {type(value).__name__}.", param=name, code="invalid_type"
+        )
+    return value
+
+
+def _too_large(limit: int) -> ProxyError:
+    return ProxyError(413, f"The request body is larger than the limit of {limit} bytes.", code="request_too_large")
