@@ -1,0 +1,124 @@
+import asyncio
+import sqlite3
+
+import orjson
+import pytest
+
+from proxy.record import CallRecord, redact_headers
+from proxy.recorder import Recorder
+from proxy.store import Store
+
+
+def finished(i: int, **fields) -> CallRecord:
+    record = CallRecord("chat/completions", model="mock/m", provider="mock", upstream_model="m")
+    record.payload = {"model": "mock/m", "messages": [{"role": "user", "content": f"question {i}"}], "user": "u1"}
+    record.request_text = orjson.dumps(record.payload).decode()
+    record.response_body = orjson.dumps(
+        {"choices": [{"message": {"content": f"answer {i}"}}], "usage": {"prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 4}}
+    )
+    record.begin_attempt("mock", "/chat/completions").finish(200)
+    for name, value in fields.items():
+        setattr(record, name, value)
+    record.finish(200)
+    return record
+
+
+def rows(path, sql="SELECT * FROM inference_runs ORDER BY id"):
+    db = sqlite3.connect(path)
+    db.row_factory = sqlite3.Row
+    return [dict(r) for r in db.execute(sql)]
+
+
+def test_rows_are_written_in_batches_and_drained_on_stop(tmp_path):
+    async def go():
+        store = Store(str(tmp_path / "log.db"))
+        await store.migrate()
+        recorder = Recorder(store, max_batch=100)
+        await recorder.start()
+        for i in range(1234):
+            recorder.submit(finished(i))
+        await recorder.stop()
+        await store.dispose()
+        return recorder
+
+    recorder = asyncio.run(go())
+    assert recorder.written == 1234
+    written = rows(tmp_path / "log.db")
+    assert len(written) == 1234
+    assert len({r["request_id"] for r in written}) == 1234
+    first = written[0]
+    assert first["prompt"] == "user: question 0"
+    assert first["response"] == "answer 0"
+    assert (first["prompt_tokens"], first["completion_tokens"], first["total_tokens"]) == (2, 2, 4)
+    assert first["user"] == "u1" and first["attempts"] == 1 and first["status_code"] == 200
+    assert len(rows(tmp_path / "log.db", "SELECT * FROM attempts")) == 1234
+    fts = rows(tmp_path / "log.db", "SELECT rowid FROM inference_runs_fts WHERE inference_runs_fts MATCH '\"question 7\"'")
+    assert [r["rowid"] for r in fts] == [8]
+
+
+def test_sqlite_runs_in_wal_mode_and_migrations_are_recorded(tmp_path):
+    async def go():
+        store = Store(str(tmp_path / "log.db"))
+        assert await store.migrate() == [1, 2]
+        assert await store.migrate() == []
+        await store.dispose()
+
+    asyncio.run(go())
+    db = sqlite3.connect(tmp_path / "log.db")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert [r[0] for r in db.execute("SELECT version FROM schema_migrations ORDER BY version")] == [1, 2]
+
+
+def test_a_failed_write_is_retried(tmp_path, monkeypatch):
+    async def go():
+        store = Store(str(tmp_path / "log.db"))
+        await store.migrate()
+        real_write, calls = store.write, []
+
+        async def flaky(runs, attempts):
+            calls.append(len(runs))
+            if len(calls) == 1:
+                raise sqlite3.OperationalError("database is locked")
+            await real_write(runs, attempts)
+
+        monkeypatch.setattr(store, "write", flaky)
+        recorder = Recorder(store)
+        await recorder.start()
+        recorder.submit(finished(1))
+        await recorder.stop()
+        await store.dispose()
+        return recorder, calls
+
+    recorder, calls = asyncio.run(go())
+    assert calls == [1, 1] and recorder.written == 1 and recorder.failed_batches == 1
+    assert len(rows(tmp_path / "log.db")) == 1
+
+
+def test_meta_logging_keeps_numbers_but_not_text():
+    run, _ = finished(1, log_full=False, tags=["a", "b"], session_id="s").rows()
+    assert run["prompt"] is None and run["response"] is None and run["request_json"] is None
+    assert run["total_tokens"] == 4 and run["tags"] == '["a","b"]' and run["session_id"] == "s"
+
+
+def test_missing_usage_leaves_tokens_null_and_says_so():
+    record = finished(1)
+    record.response_body = orjson.dumps({"choices": [{"message": {"content": "x"}}]})
+    run, _ = record.rows()
+    assert run["prompt_tokens"] is None and run["total_tokens"] is None
+    assert "usage" in orjson.loads(run["metadata"])["study_notes"][0]
+
+
+def test_client_metadata_is_kept_and_upstream_error_message_extracted():
+    record = finished(1)
+    record.payload["metadata"] = {"experiment": "e1"}
+    record.response_body = orjson.dumps({"error": {"message": "bad things", "type": "x"}})
+    record.finish(400)
+    run, _ = record.rows()
+    assert orjson.loads(run["metadata"]) == {"experiment": "e1"}
+    assert run["error"] == "bad things" and run["status_code"] == 400
+
+
+@pytest.mark.parametrize("name", ["Authorization", "api-key", "X-Api-Key", "Cookie", "Proxy-Authorization", "X-Auth-Token"])
+def test_credential_headers_are_redacted(name):
+    stored = redact_headers({name: "secret-value", "User-Agent": "sdk"})
+    assert stored[name.lower()] == "[redacted]" and stored["user-agent"] == "sdk"
