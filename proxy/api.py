@@ -27,6 +27,7 @@ log = logging.getLogger("proxy.api")
 #: Upstream response headers worth passing on to the client.
 PASSTHROUGH_HEADERS = frozenset({"x-request-id", "retry-after", "retry-after-ms", "openai-processing-ms"})
 PASSTHROUGH_PREFIXES = ("x-ratelimit-",)
+ANY_METHOD = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 class ProxyAPI:
@@ -52,7 +53,11 @@ class ProxyAPI:
             Route(f"/openai/deployments/{{deployment}}/{e}", self._endpoint_handler(e), methods=["POST"])
             for e in endpoints
         ]
-        routes += [Route("/v1/models", self.models, methods=["GET"]), Route("/healthz", self.healthz, methods=["GET"])]
+        routes += [
+            Route("/v1/models", self.models, methods=["GET"]),
+            Route("/healthz", self.healthz, methods=["GET"]),
+            Route("/v1/{path:path}", self.unknown_endpoint, methods=list(ANY_METHOD)),
+        ]
         return routes
 
     def _endpoint_handler(self, endpoint: str):  # type: ignore[no-untyped-def]
@@ -62,6 +67,10 @@ class ProxyAPI:
         return handler
 
     async def models(self, request: Request) -> Response:
+        try:
+            self._authenticate(request)
+        except ProxyError as exc:
+            return Response(exc.json(), exc.status_code, media_type="application/json")
         data = [
             {"id": model, "object": "model", "created": 0, "owned_by": owner}
             for model, owner in self.router.listed_models()
@@ -73,6 +82,18 @@ class ProxyAPI:
         return JSONResponse(
             {"status": "ok", "log": {"pending": recorder.pending, "written": recorder.written}}
         )
+
+    async def unknown_endpoint(self, request: Request) -> Response:
+        """Any other `/v1/…` call: a recorded 404 (or 405 for a known path and the wrong method)."""
+        path = request.path_params["path"]
+        record = CallRecord(path)
+        self._read_study_headers(request, record)
+        if path in ("chat/completions", "completions", "embeddings", "models"):
+            method = "GET" if path == "models" else "POST"
+            error = ProxyError(405, f"Use {method} for /v1/{path}, not {request.method}.", code="method_not_allowed")
+        else:
+            error = ProxyError(404, f"Unknown endpoint /v1/{path}: this proxy serves chat/completions, completions, embeddings and models.", code="unknown_url")
+        return self._fail(record, error)
 
     async def handle(self, request: Request, endpoint: str) -> Response:
         record = CallRecord(endpoint)

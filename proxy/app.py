@@ -6,10 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Mount
 
 from .api import ProxyAPI
 from .config import Settings
+from .errors import ProxyError
 from .providers import build_providers
 from .recorder import Recorder
 from .store import Store
@@ -42,7 +46,13 @@ def create_app(settings: Settings) -> Starlette:
             await recorder.stop()
             await store.dispose()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
     app.state.api = api
     app.state.ui = datasette is not None
     return app
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    """Starlette's own 404/405 answers, in OpenAI's error shape like every other error."""
+    error = ProxyError(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}", code="unknown_url")
+    return Response(error.json(), exc.status_code, media_type="application/json")

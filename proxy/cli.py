@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     ui = commands.add_parser("ui", help="browse a log in Datasette (read-only)")
-    ui.add_argument("--db", metavar="PATH", default="study_query_llm.db", help="SQLite file of the log")
+    ui.add_argument("--db", metavar="PATH", help="SQLite file of the log (default: $DATABASE_URL's file)")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=8001)
     return parser
@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         return ui(args)
     except ConfigError as exc:
         print(f"study-query-llm: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"study-query-llm: {exc}", file=sys.stderr)
         return 2
 
 
@@ -58,6 +61,8 @@ def serve(args: argparse.Namespace) -> int:
         ui=False if args.no_ui else None,
     )
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s")
+    # httpx logs every upstream URL at INFO: noise at best, and a leak for any URL that carries a key.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     app = create_app(settings)
     base = f"http://{settings.host}:{settings.port}"
     print(f"Study Query LLM proxy: {base}/v1  (default provider: {settings.default_provider})", flush=True)
@@ -78,5 +83,5 @@ def serve(args: argparse.Namespace) -> int:
 def ui(args: argparse.Namespace) -> int:
     from analytics.datasette import serve_ui
 
-    serve_ui(args.db, host=args.host, port=args.port)
+    serve_ui(args.db or load_settings().database_url, host=args.host, port=args.port)
     return 0

@@ -126,7 +126,7 @@ def _builtin_providers(env: Mapping[str, str]) -> dict[str, ProviderConfig]:
             base_url=env.get("HYPERBOLIC_ENDPOINT") or DEFAULT_HYPERBOLIC_ENDPOINT,
             api_key=env.get("HYPERBOLIC_API_KEY") or None,
         ),
-        "mock": ProviderConfig(name="mock", kind="mock", base_url="mock://", default_model="echo"),
+        "mock": ProviderConfig(name="mock", kind="mock", base_url="mock:///", default_model="echo"),
     }
     if providers["azure"].api_key and not providers["azure"].base_url:
         raise ConfigError("AZURE_OPENAI_API_KEY is set but AZURE_OPENAI_ENDPOINT is not")
@@ -144,10 +144,10 @@ def _configured_provider(name: str, table: Mapping[str, Any], env: Mapping[str, 
         raise ConfigError(f"provider {name!r}: base_url must be an http(s) URL")
     key_env = table.get("api_key_env")
     api_key = env.get(key_env) if key_env else table.get("api_key")
-    if api_key is None and not table.get("no_key", False):
+    if not api_key and not table.get("no_key", False):
         raise ConfigError(
-            f"provider {name!r}: set api_key_env (the variable holding its key) "
-            "or no_key = true for a server that needs none"
+            f"provider {name!r}: its key is missing: set api_key_env to a variable holding "
+            "the key, or no_key = true for a server that needs none"
         )
     return ProviderConfig(
         name=name,
@@ -174,8 +174,8 @@ def _client_keys(table: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, 
     """Proxy keys → the client alias recorded in the log (the key itself never is)."""
     keys = {}
     for alias, spec in table.items():
-        key = env.get(spec["key_env"]) if isinstance(spec, Mapping) else spec
-        if not key:
+        key = env.get(spec.get("key_env", "")) if isinstance(spec, Mapping) else spec
+        if not isinstance(key, str) or not key:
             raise ConfigError(f"client {alias!r}: its key is empty or its key_env variable is unset")
         keys[key] = alias
     return keys

@@ -10,19 +10,14 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from .clock import utc_now
 from .render import render_answer, render_prompt
 
 SENSITIVE_HEADER_WORDS = ("auth", "key", "token", "secret", "cookie", "password", "signature")
-
-
-def utc_now() -> str:
-    """UTC ISO-8601 with milliseconds and a `Z`, so text order is time order."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def redact_headers(headers: Any) -> dict[str, str]:

@@ -26,9 +26,17 @@ class Router:
 
     def resolve(self, model: str) -> list[Route]:
         """Prefix picks the provider; a bare model goes through the aliases, then the default."""
-        if model in self.settings.aliases:
-            return [self._direct(target, model) for target in self.settings.aliases[model]]
-        return [self._direct(model, model)]
+        if model not in self.settings.aliases:
+            return [self._direct(model, model)]
+        routes, refused = [], []
+        for target in self.settings.aliases[model]:
+            try:
+                routes.append(self._direct(target, model))
+            except ProxyError as exc:
+                refused.append(exc)
+        if not routes:
+            raise refused[0]
+        return routes
 
     def _direct(self, target: str, asked: str) -> Route:
         prefix, slash, rest = target.partition("/")

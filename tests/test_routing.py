@@ -61,6 +61,15 @@ def test_aliases_expand_to_their_routes_in_order(tmp_path):
     assert ("smart", "alias") in router.listed_models()
 
 
+def test_alias_routes_without_a_key_are_skipped_not_fatal(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('[aliases]\nsmart = ["openai/gpt-4o", "mock/backup"]\nnone = ["openai/x"]\n')
+    router = Router(load_settings(env={}, config_file=config))
+    assert router.resolve("smart") == [Route("mock", "backup")]
+    with pytest.raises(ProxyError, match="no API key"):
+        router.resolve("none")
+
+
 def test_unknown_prefix_is_part_of_a_bare_model_name():
     router = Router(settings({"OPENAI_API_KEY": "k"}))
     assert router.resolve("ft:gpt-4o:org/custom") == [Route("openai", "ft:gpt-4o:org/custom")]

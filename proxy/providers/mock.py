@@ -20,11 +20,11 @@ from .base import Provider
 
 class MockProvider(Provider):
     def url(self, endpoint: str, upstream_model: str) -> str:
-        return f"mock://{endpoint}"
+        return f"mock:///{endpoint}"
 
     async def send(self, client: UpstreamClient, request: UpstreamRequest) -> UpstreamResponse:
         payload = orjson.loads(request.body)
-        endpoint = request.url.removeprefix("mock://")
+        endpoint = request.url.removeprefix("mock:///")
         if endpoint == "embeddings":
             return MockResponse(orjson.dumps(_embeddings(payload)))
         answer = _answer(endpoint, payload)

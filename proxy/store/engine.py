@@ -62,4 +62,6 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
 def display_url(url_or_path: str) -> str:
     """The database URL as it may be printed: any password masked."""
-    return make_url(async_database_url(url_or_path)).render_as_string(hide_password=True)
+    if "://" not in url_or_path:
+        return url_or_path
+    return make_url(url_or_path).render_as_string(hide_password=True)

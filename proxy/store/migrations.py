@@ -7,10 +7,10 @@ the later ones find nothing left to do; an old database gets exactly the steps i
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from sqlalchemy import Connection, text
 
+from ..clock import utc_now
 from .schema import metadata
 
 Migration = Callable[[Connection], None]
@@ -62,7 +62,7 @@ def migrate(conn: Connection) -> list[int]:
         step(conn)
         conn.execute(
             text("INSERT INTO schema_migrations (version, name, applied_at) VALUES (:v, :n, :t)"),
-            {"v": version, "n": name, "t": datetime.now(UTC).isoformat(timespec="milliseconds")},
+            {"v": version, "n": name, "t": utc_now()},
         )
         applied.append(version)
     return applied

@@ -1,0 +1,345 @@
+"""A fake OpenAI-compatible upstream for the end-to-end tests.
+
+It runs a small Starlette app under uvicorn in a background thread on a free loopback
+port, records every request it receives, and answers like OpenAI (any path ending in
+`/chat/completions`, `/completions` or `/embeddings`, so several "providers" can live
+under different prefixes of one server) or like Azure OpenAI
+(`/openai/deployments/{deployment}/{endpoint}?api-version=…`).
+
+What it answers depends on the model (the deployment on Azure paths); only the last
+path segment of the model counts, so `meta-llama/no-usage-x` behaves like `no-usage-x`:
+
+    fail-400-*      400 with an OpenAI error body
+    fail-500-*      500 with an OpenAI error body
+    fail-429-*      429 with an OpenAI error body and `retry-after: 1`
+    no-usage-*      never reports usage (Hyperbolic's quirk), streamed or not
+    slow-stream-*   streams SLOW_CHUNKS chunks SLOW_DELAY seconds apart
+    cut-stream-*    streams CUT_AFTER chunks, then drops the connection
+    anything else   a canned answer that quotes the last user message, with `usage`
+
+Streams carry a final usage chunk (`choices: []`) only when the request asked for it
+with `stream_options.include_usage`. On Azure paths the first chunk is Azure's
+content-filter chunk (`id: ""`, `choices: []`, only `prompt_filter_results`), and an
+api-version older than 2024-09-01 rejects `stream_options` as Azure does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import logging
+import re
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+#: Usage reported for every chat and completions answer (streamed or not).
+USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+#: Usage reported for an embeddings call: 3 tokens per input.
+EMBEDDING_TOKENS_PER_INPUT = 3
+#: The vector every embedding input gets (index i adds i to the first component).
+VECTOR = [0.25, -0.5, 0.125, 1.0]
+
+SLOW_CHUNKS = 50
+SLOW_DELAY = 0.02
+CUT_AFTER = 3
+
+RATELIMIT_HEADERS = {"x-ratelimit-remaining-requests": "4999", "x-ratelimit-limit-requests": "5000"}
+AZURE_PATH = re.compile(r"^/openai/deployments/(?P<deployment>[^/]+)/(?P<endpoint>chat/completions|completions|embeddings)$")
+AZURE_STREAM_OPTIONS_SINCE = "2024-09-01"
+
+
+def chat_answer(last_user_message: str) -> str:
+    """The text the fake answers to a chat request."""
+    return f"Fake answer to: {last_user_message}"
+
+
+def completion_answer(prompt: str) -> str:
+    """The text the fake answers to a (legacy) completions request."""
+    return f"Fake completion of: {prompt}"
+
+
+def slow_answer() -> str:
+    """The whole text of a `slow-stream-*` answer (one word per chunk)."""
+    return " ".join(f"w{i}" for i in range(SLOW_CHUNKS))
+
+
+def stream_words(text: str) -> list[str]:
+    """How an answer is split into chunks: word by word, spaces kept."""
+    words = text.split(" ")
+    return [w if i == 0 else " " + w for i, w in enumerate(words)]
+
+
+class StreamCut(ConnectionAbortedError):
+    """Raised on purpose by `cut-stream-*` answers."""
+
+
+class _HideStreamCuts(logging.Filter):
+    """uvicorn logs a traceback for the deliberate cut; keep the test output readable."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], StreamCut))
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]  # lower-case names
+    raw_body: bytes
+    json: Any = None
+    request_id: str | None = None  # the x-request-id the fake answered with
+    completed: bool = field(default=False)  # set once the whole answer was sent
+
+    @property
+    def query_params(self) -> dict[str, str]:
+        return dict(parse_qsl(self.query))
+
+
+class FakeUpstream:
+    """The server, its thread and the list of what it received."""
+
+    def __init__(self) -> None:
+        self.requests: list[RecordedRequest] = []
+        self._ids = itertools.count(1)
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    # -- what the tests use -------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """`http://127.0.0.1:PORT`: the Azure endpoint; add `/v1` for an OpenAI base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def clear(self) -> None:
+        self.requests.clear()
+
+    def only(self) -> RecordedRequest:
+        """The single request received since the last `clear()`."""
+        assert len(self.requests) == 1, [f"{r.method} {r.path}" for r in self.requests]
+        return self.requests[0]
+
+    def wait_completed(self, request: RecordedRequest, timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while not request.completed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return request.completed
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> FakeUpstream:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["GET", "POST"])])
+        config = uvicorn.Config(app, log_level="error", lifespan="off", access_log=False, timeout_keep_alive=30)
+        self._server = uvicorn.Server(config)
+        logging.getLogger("uvicorn.error").addFilter(_HideStreamCuts())
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the fake upstream did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    # -- the app --------------------------------------------------------------------------
+
+    async def _handle(self, request: Request) -> Response:
+        raw = await request.body()
+        try:
+            body = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            body = None
+        recorded = RecordedRequest(
+            method=request.method,
+            path=request.url.path,
+            query=request.url.query,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            raw_body=raw,
+            json=body,
+        )
+        self.requests.append(recorded)
+        response = self._answer(request, recorded)
+        if not isinstance(response, StreamingResponse):
+            recorded.completed = True
+        return response
+
+    def _answer(self, request: Request, recorded: RecordedRequest) -> Response:
+        path = request.url.path
+        body = recorded.json if isinstance(recorded.json, dict) else {}
+        azure = AZURE_PATH.match(path)
+        if azure:
+            if "api-version" not in recorded.query_params:
+                return JSONResponse({"error": {"code": "404", "message": "Resource not found"}}, status_code=404)
+            endpoint, model = azure["endpoint"], azure["deployment"]
+        else:
+            endpoint = next((e for e in ("chat/completions", "completions", "embeddings") if path.endswith("/" + e)), None)
+            model = body.get("model")
+            if request.method == "GET" and path.endswith("/models"):
+                return JSONResponse({"object": "list", "data": [{"id": "fake-model", "object": "model", "owned_by": "fake"}]})
+            if endpoint is None:
+                return error(404, f"fake upstream: no route for {path}", "invalid_request_error", code="unknown_url")
+        if request.method != "POST":
+            return error(405, "fake upstream: use POST", "invalid_request_error")
+        if not isinstance(model, str) or not model:
+            return error(400, "fake upstream: you must provide a model parameter", "invalid_request_error", param="model")
+        kind = model.rsplit("/", 1)[-1]
+        request_id = recorded.request_id = f"req-fake-{next(self._ids)}"
+        headers = {"x-request-id": request_id, **RATELIMIT_HEADERS}
+        if kind.startswith("fail-400"):
+            return error(400, f"Fake upstream rejects model {model}.", "invalid_request_error", "model", "fake_bad_request", headers)
+        if kind.startswith("fail-429"):
+            headers |= {"retry-after": "1", "x-ratelimit-remaining-requests": "0"}
+            return error(429, "Fake upstream: rate limit reached.", "requests", None, "rate_limit_exceeded", headers)
+        if kind.startswith("fail-500"):
+            return error(500, "Fake upstream had an internal error.", "server_error", None, None, headers)
+        stream_options = body.get("stream_options")
+        if azure and stream_options is not None and recorded.query_params["api-version"][:10] < AZURE_STREAM_OPTIONS_SINCE:
+            return error(400, "Unrecognized request argument supplied: stream_options", "invalid_request_error", None, None, headers)
+        if endpoint == "embeddings":
+            return JSONResponse(embeddings(body, model), headers=headers)
+        if endpoint == "chat/completions":
+            text = chat_answer(last_user_message(body.get("messages")))
+        else:
+            prompt = body.get("prompt")
+            text = completion_answer(prompt if isinstance(prompt, str) else " ".join(map(str, prompt or [])))
+        with_usage = not kind.startswith("no-usage")
+        if not body.get("stream"):
+            return JSONResponse(completion(endpoint, model, text, with_usage), headers=headers)
+        include_usage = with_usage and isinstance(stream_options, dict) and stream_options.get("include_usage") is True
+        if kind.startswith("slow-stream"):
+            text = slow_answer()
+        events = stream_events(endpoint, model, text, include_usage, azure_first=bool(azure))
+        cut = kind.startswith("cut-stream")
+        delay = SLOW_DELAY if kind.startswith("slow-stream") else 0.0
+        return StreamingResponse(
+            self._stream(recorded, events, delay, cut), media_type="text/event-stream", headers=headers
+        )
+
+    async def _stream(self, recorded: RecordedRequest, events: list[dict[str, Any]], delay: float, cut: bool):
+        for i, event in enumerate(events):
+            if cut and i == CUT_AFTER:
+                # An exception after the response started makes uvicorn drop the connection
+                # without the final empty chunk: the client sees a truncated body.
+                raise StreamCut("fake upstream cuts the stream")
+            yield b"data: " + orjson.dumps(event) + b"\n\n"
+            if delay:
+                await asyncio.sleep(delay)
+        yield b"data: [DONE]\n\n"
+        recorded.completed = True
+
+
+def last_user_message(messages: Any) -> str:
+    for message in reversed(messages if isinstance(messages, list) else []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+            return str(content)
+    return ""
+
+
+def error(
+    status: int,
+    message: str,
+    type: str,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = {"error": {"message": message, "type": type, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def completion(endpoint: str, model: str, text: str, with_usage: bool) -> dict[str, Any]:
+    chat = endpoint == "chat/completions"
+    choice: dict[str, Any] = {"index": 0, "finish_reason": "stop", "logprobs": None}
+    if chat:
+        choice["message"] = {"role": "assistant", "content": text, "refusal": None}
+    else:
+        choice["text"] = text
+    answer = {
+        "id": "chatcmpl-fake" if chat else "cmpl-fake",
+        "object": "chat.completion" if chat else "text_completion",
+        "created": 1_700_000_000,
+        "model": model,
+        "system_fingerprint": "fp_fake",
+        "choices": [choice],
+    }
+    if with_usage:
+        answer["usage"] = dict(USAGE)
+    return answer
+
+
+def stream_events(endpoint: str, model: str, text: str, include_usage: bool, azure_first: bool) -> list[dict[str, Any]]:
+    chat = endpoint == "chat/completions"
+    envelope = {
+        "id": "chatcmpl-fake-stream" if chat else "cmpl-fake-stream",
+        "object": "chat.completion.chunk" if chat else "text_completion",
+        "created": 1_700_000_000,
+        "model": model,
+        "system_fingerprint": "fp_fake",
+    }
+
+    def choice(piece: str | None, finish: str | None, role: bool = False) -> dict[str, Any]:
+        if not chat:
+            return {"index": 0, "text": piece or "", "finish_reason": finish, "logprobs": None}
+        delta: dict[str, Any] = {}
+        if role:
+            delta["role"] = "assistant"
+        if piece is not None:
+            delta["content"] = piece
+        return {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+
+    events: list[dict[str, Any]] = []
+    if azure_first:
+        events.append({
+            "id": "", "object": "", "created": 0, "model": "", "choices": [],
+            "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {"hate": {"filtered": False, "severity": "safe"}}}],
+        })
+    if chat:
+        events.append({**envelope, "choices": [choice("", None, role=True)]})
+    events += [{**envelope, "choices": [choice(word, None)]} for word in stream_words(text)]
+    events.append({**envelope, "choices": [choice(None if chat else "", "stop")]})
+    if include_usage:
+        events.append({**envelope, "choices": [], "usage": dict(USAGE)})
+    return events
+
+
+def embeddings(body: dict[str, Any], model: str) -> dict[str, Any]:
+    inputs = body.get("input")
+    inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
+    data = []
+    for i, _ in enumerate(inputs):
+        vector = [VECTOR[0] + i, *VECTOR[1:]]
+        if body.get("encoding_format") == "base64":
+            embedding: Any = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        else:
+            embedding = vector
+        data.append({"object": "embedding", "index": i, "embedding": embedding})
+    tokens = EMBEDDING_TOKENS_PER_INPUT * len(inputs)
+    return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
