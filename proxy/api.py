@@ -2,32 +2,48 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .answers import CapturedStream, WholeAnswer, passthrough_headers
+from .cache import AnswerCache, request_key
 from .config import Settings
 from .errors import ProxyError
 from .providers import Provider
-from .record import Attempt, CallRecord, redact_headers
+from .record import CallRecord, redact_headers
 from .recorder import Recorder
+from .resilience import UpstreamCaller
 from .routing import Router
+from .routing import Route as UpstreamRoute
+from .singleflight import SingleFlight
 from .sse_response import RelayedStream
 from .streaming import StreamRelay
-from .upstream import UpstreamClient, UpstreamResponse, UpstreamUnreachable
+from .upstream import UpstreamClient
 from .validation import check_content_type, decode_text, parse_payload, read_body, validate
 
 log = logging.getLogger("proxy.api")
 
-#: Upstream response headers worth passing on to the client.
-PASSTHROUGH_HEADERS = frozenset({"x-request-id", "retry-after", "retry-after-ms", "openai-processing-ms"})
-PASSTHROUGH_PREFIXES = ("x-ratelimit-",)
+ENDPOINTS = ("chat/completions", "completions", "embeddings")
 ANY_METHOD = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+MAX_RETRIES_PER_REQUEST = 10
+CACHE_MODES = ("on", "off", "refresh")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOptions:
+    """What the client asked of the proxy itself, through `X-Study-*` headers."""
+
+    max_attempts: int
+    cache: str  # "on", "off" or "refresh"
+    dedup: bool
 
 
 class ProxyAPI:
@@ -42,16 +58,18 @@ class ProxyAPI:
     ) -> None:
         self.settings = settings
         self.router = Router(settings)
-        self.providers = providers
-        self.client = client
+        self.caller = UpstreamCaller(providers, client, settings.retry)
         self.recorder = recorder
+        self.flights: SingleFlight[WholeAnswer | ProxyError] = SingleFlight()
+        self.cache: AnswerCache[WholeAnswer | CapturedStream] = AnswerCache(
+            settings.cache.ttl, settings.cache.max_entries
+        )
 
     def routes(self) -> list[Route]:
-        endpoints = ("chat/completions", "completions", "embeddings")
-        routes = [Route(f"/v1/{e}", self._endpoint_handler(e), methods=["POST"]) for e in endpoints]
+        routes = [Route(f"/v1/{e}", self._endpoint_handler(e), methods=["POST"]) for e in ENDPOINTS]
         routes += [
             Route(f"/openai/deployments/{{deployment}}/{e}", self._endpoint_handler(e), methods=["POST"])
-            for e in endpoints
+            for e in ENDPOINTS
         ]
         routes += [
             Route("/v1/models", self.models, methods=["GET"]),
@@ -79,20 +97,22 @@ class ProxyAPI:
 
     async def healthz(self, request: Request) -> Response:
         recorder = self.recorder
-        return JSONResponse(
-            {"status": "ok", "log": {"pending": recorder.pending, "written": recorder.written}}
-        )
+        return JSONResponse({"status": "ok", "log": {"pending": recorder.pending, "written": recorder.written}})
 
     async def unknown_endpoint(self, request: Request) -> Response:
         """Any other `/v1/…` call: a recorded 404 (or 405 for a known path and the wrong method)."""
         path = request.path_params["path"]
         record = CallRecord(path)
         self._read_study_headers(request, record)
-        if path in ("chat/completions", "completions", "embeddings", "models"):
+        if path in (*ENDPOINTS, "models"):
             method = "GET" if path == "models" else "POST"
             error = ProxyError(405, f"Use {method} for /v1/{path}, not {request.method}.", code="method_not_allowed")
         else:
-            error = ProxyError(404, f"Unknown endpoint /v1/{path}: this proxy serves chat/completions, completions, embeddings and models.", code="unknown_url")
+            error = ProxyError(
+                404,
+                f"Unknown endpoint /v1/{path}: this proxy serves chat/completions, completions, embeddings and models.",
+                code="unknown_url",
+            )
         return self._fail(record, error)
 
     async def handle(self, request: Request, endpoint: str) -> Response:
@@ -100,21 +120,24 @@ class ProxyAPI:
         self._read_study_headers(request, record)
         try:
             record.client = self._authenticate(request)
+            options = self._options(request.headers)
             body = await read_body(request, self.settings.max_body_bytes)
             record.request_text = body.decode("utf-8", "replace")
             check_content_type(request)
             decode_text(body)
             payload = record.payload = parse_payload(body)
-            asked = self._deployment_model(request.path_params["deployment"]) if "deployment" in request.path_params else payload.get("model")
+            deployment = request.path_params.get("deployment")
+            asked = self._deployment_model(deployment) if deployment else payload.get("model")
             record.model = asked if isinstance(asked, str) else None
             model = validate(endpoint, payload, asked)
-            route = self.router.resolve(model)[0]
-            record.provider, record.upstream_model = route.provider, route.upstream_model
-            provider = self.providers[route.provider]
+            routes = self.router.resolve(model)
+            record.provider, record.upstream_model = routes[0].provider, routes[0].upstream_model
+            cache = self._cache_mode(options, model)
+            key = request_key(endpoint, routes, self._identity(request, record.client), payload)
             if payload.get("stream"):
                 record.stream = True
-                return await self._stream(record, provider, endpoint, payload)
-            return await self._forward(record, provider, endpoint, payload)
+                return await self._stream(record, routes, endpoint, payload, options, cache, key)
+            return await self._complete(record, routes, endpoint, payload, options, cache, key)
         except ProxyError as exc:
             return self._fail(record, exc)
         except Exception:
@@ -129,70 +152,164 @@ class ProxyAPI:
                 ),
             )
 
-    async def _forward(
-        self, record: CallRecord, provider: Provider, endpoint: str, payload: dict[str, Any]
+    async def _complete(
+        self,
+        record: CallRecord,
+        routes: list[UpstreamRoute],
+        endpoint: str,
+        payload: dict[str, Any],
+        options: RequestOptions,
+        cache: str,
+        key: bytes,
     ) -> Response:
-        response, attempt = await self._send(record, provider, endpoint, payload)
-        return await self._answer_whole(record, response, attempt)
+        if cache == "on" and isinstance(hit := self.cache.get(key), WholeAnswer):
+            record.cache = "hit"
+            return self._answer(record, hit)
+
+        async def fetch() -> WholeAnswer | ProxyError:
+            return await self._fetch_whole(record, routes, endpoint, payload, options)
+
+        if options.dedup:
+            result, leader = await self.flights.run(key, fetch)
+        else:
+            result, leader = await fetch(), True
+        if not leader:
+            record.cache = "dedup"
+        elif cache != "off":
+            record.cache = "miss"
+        if isinstance(result, ProxyError):
+            raise result
+        if leader and cache != "off" and result.status_code == 200:
+            self.cache.put(key, result)
+        return self._answer(record, result)
+
+    async def _fetch_whole(
+        self,
+        record: CallRecord,
+        routes: list[UpstreamRoute],
+        endpoint: str,
+        payload: dict[str, Any],
+        options: RequestOptions,
+    ) -> WholeAnswer | ProxyError:
+        """The upstream answer for the leader of a flight; errors are returned so followers share them."""
+        try:
+            outcome = await self.caller.call(
+                record, routes, endpoint, payload, max_attempts=options.max_attempts, stream=False
+            )
+        except ProxyError as exc:
+            if len(record.attempts) > 1:
+                exc.headers["x-should-retry"] = "false"
+            return exc
+        return WholeAnswer(
+            outcome.response.status_code,
+            passthrough_headers(outcome.response.headers),
+            outcome.body or b"",
+            record.provider or "",
+            record.upstream_model or "",
+            retried=len(record.attempts) > 1,
+        )
 
     async def _stream(
-        self, record: CallRecord, provider: Provider, endpoint: str, payload: dict[str, Any]
+        self,
+        record: CallRecord,
+        routes: list[UpstreamRoute],
+        endpoint: str,
+        payload: dict[str, Any],
+        options: RequestOptions,
+        cache: str,
+        key: bytes,
     ) -> Response:
-        options = payload.get("stream_options")
-        asked_usage = isinstance(options, dict) and options.get("include_usage") is True
+        if cache == "on" and isinstance(hit := self.cache.get(key), CapturedStream):
+            return self._replay(record, hit)
+        stream_options = payload.get("stream_options")
+        asked_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
+        upstream_payload = payload
         strip_usage = False
         if not asked_usage and endpoint != "embeddings":
+            provider = self.caller.providers[routes[0].provider]
             if provider.accepts_stream_options():
-                payload = {**payload, "stream_options": {**(options if isinstance(options, dict) else {}), "include_usage": True}}
+                extra = stream_options if isinstance(stream_options, dict) else {}
+                upstream_payload = {**payload, "stream_options": {**extra, "include_usage": True}}
                 strip_usage = True
             else:
                 record.notes.append("this provider's api-version does not accept stream_options: no usage asked for")
-        response, attempt = await self._send(record, provider, endpoint, payload)
-        content_type = response.headers.get("content-type", "")
-        if response.status_code != 200 or not content_type.startswith("text/event-stream"):
-            return await self._answer_whole(record, response, attempt)
-        relay = StreamRelay(endpoint, strip_usage)
-        return RelayedStream(record, response, attempt, relay, self._headers(record, response), self.recorder)
-
-    async def _send(
-        self, record: CallRecord, provider: Provider, endpoint: str, payload: dict[str, Any]
-    ) -> tuple[UpstreamResponse, Attempt]:
-        request = provider.build(endpoint, record.upstream_model or "", payload)
-        attempt = record.begin_attempt(provider.name, urlsplit(request.url).path)
         try:
-            response = await provider.send(self.client, request)
-        except UpstreamUnreachable as exc:
-            attempt.finish(error=str(exc))
-            raise unreachable_error(exc, provider.name) from None
-        return response, attempt
+            outcome = await self.caller.call(
+                record, routes, endpoint, upstream_payload, max_attempts=options.max_attempts, stream=True
+            )
+        except ProxyError as exc:
+            if len(record.attempts) > 1:
+                exc.headers["x-should-retry"] = "false"
+            raise
+        response = outcome.response
+        if outcome.body is None and not response.headers.get("content-type", "").startswith("text/event-stream"):
+            outcome.body = await response.read()  # a server that answered a stream request whole
+            outcome.attempt.finish(response.status_code)
+        if outcome.body is not None:
+            answer = WholeAnswer(
+                response.status_code,
+                passthrough_headers(response.headers),
+                outcome.body,
+                record.provider or "",
+                record.upstream_model or "",
+                retried=len(record.attempts) > 1,
+            )
+            return self._answer(record, answer)
+        headers = passthrough_headers(response.headers)
+        on_complete = None
+        if cache != "off":
+            record.cache = "miss"
 
-    async def _answer_whole(self, record: CallRecord, response: UpstreamResponse, attempt: Attempt) -> Response:
-        try:
-            body = await response.read()
-        except UpstreamUnreachable as exc:
-            attempt.finish(response.status_code, str(exc))
-            raise unreachable_error(exc, attempt.provider) from None
-        attempt.finish(response.status_code)
-        record.response_body = body
-        record.finish(response.status_code)
+            def on_complete(events: bytes, relay: StreamRelay) -> None:
+                self.cache.put(
+                    key,
+                    CapturedStream(
+                        events, headers, relay.assembled(), relay.text, relay.usage,
+                        record.provider or "", record.upstream_model or "",
+                    ),
+                )
+
+        return RelayedStream(
+            record,
+            response,
+            outcome.attempt,
+            StreamRelay(endpoint, strip_usage),
+            {**self._study_headers(record), **headers},
+            self.recorder,
+            idle_timeout=self.settings.timeouts.stream_idle,
+            on_complete=on_complete,
+        )
+
+    def _answer(self, record: CallRecord, answer: WholeAnswer) -> Response:
+        record.provider, record.upstream_model = answer.provider, answer.upstream_model
+        record.response_body = answer.body
+        record.finish(answer.status_code)
         self.recorder.submit(record)
-        return Response(body, response.status_code, headers=self._headers(record, response))
+        headers = {**self._study_headers(record), **answer.headers}
+        if answer.status_code >= 400 and answer.retried:
+            headers["x-should-retry"] = "false"
+        return Response(answer.body, answer.status_code, headers=headers)
+
+    def _replay(self, record: CallRecord, hit: CapturedStream) -> Response:
+        record.cache = "hit"
+        record.provider, record.upstream_model = hit.provider, hit.upstream_model
+        record.answer, record.response_text, record.usage = hit.answer, hit.text, hit.usage
+        record.finish(200)
+        self.recorder.submit(record)
+        return Response(hit.events, 200, headers={**self._study_headers(record), **hit.headers})
 
     def _fail(self, record: CallRecord, exc: ProxyError) -> Response:
         record.finish(exc.status_code, exc.message)
         self.recorder.submit(record)
-        return Response(exc.json(), exc.status_code, headers=self._headers(record), media_type="application/json")
+        headers = {**self._study_headers(record), **exc.headers}
+        return Response(exc.json(), exc.status_code, headers=headers, media_type="application/json")
 
-    def _headers(self, record: CallRecord, response: UpstreamResponse | None = None) -> dict[str, str]:
+    def _study_headers(self, record: CallRecord) -> dict[str, str]:
         headers = {"x-study-request-id": record.request_id, "x-study-attempts": str(len(record.attempts))}
         if record.provider:
             headers["x-study-provider"] = record.provider
-        if response is not None:
-            for name, value in response.headers.items():
-                name = name.lower()
-                if name in PASSTHROUGH_HEADERS or name.startswith(PASSTHROUGH_PREFIXES):
-                    headers[name] = value
-            headers["content-type"] = response.headers.get("content-type", "application/json")
+        if record.cache:
+            headers["x-study-cache"] = record.cache
         return headers
 
     def _read_study_headers(self, request: Request, record: CallRecord) -> None:
@@ -205,24 +322,54 @@ class ProxyAPI:
         record.log_full = headers.get("x-study-log", "full").strip().lower() != "meta"
         record.request_headers = redact_headers(headers)
 
+    def _options(self, headers: Headers) -> RequestOptions:
+        max_attempts = self.settings.retry.max_attempts
+        retries = headers.get("x-study-retries")
+        if retries is not None:
+            if not retries.strip().isdigit() or int(retries) > MAX_RETRIES_PER_REQUEST:
+                raise ProxyError(
+                    400,
+                    f"X-Study-Retries must be a whole number from 0 to {MAX_RETRIES_PER_REQUEST}.",
+                    param="X-Study-Retries",
+                    code="invalid_header",
+                )
+            max_attempts = int(retries) + 1
+        cache = headers.get("x-study-cache", "").strip().lower()
+        if cache and cache not in CACHE_MODES:
+            raise ProxyError(400, "X-Study-Cache must be on, off or refresh.", param="X-Study-Cache", code="invalid_header")
+        dedup = headers.get("x-study-dedup", "on").strip().lower() != "off"
+        return RequestOptions(max_attempts, cache, dedup)
+
+    def _cache_mode(self, options: RequestOptions, model: str) -> str:
+        if options.cache:
+            return options.cache
+        return "on" if self.settings.cache.enabled or model in self.settings.cached_aliases else "off"
+
     def _authenticate(self, request: Request) -> str | None:
         """The client alias of a valid proxy key; None when the operator set no proxy keys."""
         keys = self.settings.client_keys
         if not keys:
             return None
-        authorization = request.headers.get("authorization", "")
-        token = authorization[7:].strip() if authorization[:7].lower() == "bearer " else request.headers.get("api-key", "")
+        token = _client_token(request.headers)
         for key, alias in keys.items():
             if hmac.compare_digest(key.encode(), token.encode()):
                 return alias
         raise ProxyError(401, "Missing or invalid proxy API key.", code="invalid_api_key")
+
+    def _identity(self, request: Request, client: str | None) -> str:
+        """Who is asking, for cache and de-duplication keys: the client alias, else a hash of its key."""
+        if client is not None:
+            return f"client:{client}"
+        token = _client_token(request.headers)
+        return hashlib.sha256(token.encode()).hexdigest() if token else ""
 
     def _deployment_model(self, deployment: str) -> str:
         """An Azure-style inbound call: the deployment is served by `azure` when it is configured."""
         return f"azure/{deployment}" if self.router.available("azure") else deployment
 
 
-def unreachable_error(exc: UpstreamUnreachable, provider: str) -> ProxyError:
-    if exc.kind == "timeout":
-        return ProxyError(504, f"Upstream `{provider}` did not answer in time.", type="upstream_error", code="upstream_timeout")
-    return ProxyError(502, f"Upstream `{provider}` could not be reached: {exc}", type="upstream_error", code="upstream_unreachable")
+def _client_token(headers: Headers) -> str:
+    authorization = headers.get("authorization", "")
+    if authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip()
+    return headers.get("api-key", "")

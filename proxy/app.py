@@ -23,7 +23,7 @@ from .upstream import UpstreamClient
 def create_app(settings: Settings) -> Starlette:
     store = Store(settings.database_url)
     recorder = Recorder(store)
-    client = UpstreamClient(settings.connect_timeout, settings.read_timeout)
+    client = UpstreamClient(settings.timeouts.connect, settings.timeouts.first_byte)
     api = ProxyAPI(settings, build_providers(settings), client, recorder)
     routes: list = api.routes()
     datasette = None

@@ -39,19 +39,46 @@ class ProviderConfig:
 
 
 @dataclass(frozen=True)
+class RetryPolicy:
+    """How hard the proxy tries one route before it falls back or gives up."""
+
+    max_attempts: int = 3  # per route, the first attempt included
+    backoff_base: float = 0.5  # seconds; full jitter: uniform(0, min(backoff_max, base * 2**n))
+    backoff_max: float = 8.0
+    retry_after_cap: float = 60.0  # the longest Retry-After the proxy will wait for
+    deadline: float = 900.0  # the whole request: every route, attempt and wait
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 10.0
+    first_byte: float = 600.0  # until upstream's response headers: slow first tokens are normal
+    stream_idle: float = 120.0  # the longest silence between two chunks of a stream
+
+
+@dataclass(frozen=True)
+class CachePolicy:
+    enabled: bool = False  # for every request; `X-Study-Cache` and aliases override it
+    ttl: float = 3600.0
+    max_entries: int = 10_000
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole configuration of one proxy process."""
 
     providers: Mapping[str, ProviderConfig]
     aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    cached_aliases: frozenset[str] = frozenset()
     client_keys: Mapping[str, str] = field(default_factory=dict, repr=False)
     database_url: str = DEFAULT_DATABASE_URL
     host: str = "127.0.0.1"
     port: int = 8000
     ui: bool = True
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    connect_timeout: float = 10.0
-    read_timeout: float = 600.0
+    retry: RetryPolicy = RetryPolicy()
+    timeouts: Timeouts = Timeouts()
+    cache: CachePolicy = CachePolicy()
 
     @property
     def default_provider(self) -> str:
@@ -88,16 +115,19 @@ def load_settings(
     for name, table in config.get("providers", {}).items():
         providers[name] = _configured_provider(name, table, env)
     server = config.get("server", {})
+    aliases, cached_aliases = _aliases(config.get("aliases", {}))
     values: dict[str, Any] = {
         "providers": providers,
-        "aliases": _aliases(config.get("aliases", {})),
+        "aliases": aliases,
+        "cached_aliases": cached_aliases,
         "client_keys": _client_keys(config.get("clients", {}), env),
         "database_url": env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
         "host": env.get("PANEL_ADDRESS") or "127.0.0.1",
         "port": int(env.get("PANEL_PORT") or 8000),
         "max_body_bytes": int(server.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES)),
-        "connect_timeout": float(server.get("connect_timeout", 10.0)),
-        "read_timeout": float(server.get("read_timeout", 600.0)),
+        "retry": _section(RetryPolicy, config.get("retry", {}), "retry"),
+        "timeouts": _section(Timeouts, config.get("timeouts", {}), "timeouts"),
+        "cache": _section(CachePolicy, config.get("cache", {}), "cache"),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)
@@ -159,15 +189,35 @@ def _configured_provider(name: str, table: Mapping[str, Any], env: Mapping[str, 
     )
 
 
-def _aliases(table: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
-    aliases = {}
-    for alias, routes in table.items():
+def _aliases(table: Mapping[str, Any]) -> tuple[dict[str, tuple[str, ...]], frozenset[str]]:
+    """`name = "model"`, `name = [models…]` or `[aliases.name]` with `routes` and `cache`."""
+    aliases, cached = {}, set()
+    for alias, spec in table.items():
+        routes = spec.get("routes") if isinstance(spec, Mapping) else spec
         if isinstance(routes, str):
             routes = [routes]
-        if not routes or not all(isinstance(r, str) and r for r in routes):
+        if not routes or not isinstance(routes, list) or not all(isinstance(r, str) and r for r in routes):
             raise ConfigError(f"alias {alias!r} must name a model or a list of models")
         aliases[alias] = tuple(routes)
-    return aliases
+        if isinstance(spec, Mapping) and spec.get("cache"):
+            cached.add(alias)
+    return aliases, frozenset(cached)
+
+
+def _section(kind: type, table: Mapping[str, Any], name: str) -> Any:
+    """A policy dataclass from its TOML table, refusing unknown keys and wrong types."""
+    defaults = kind()
+    values = {}
+    for key, value in table.items():
+        if not hasattr(defaults, key):
+            raise ConfigError(f"[{name}] has no setting {key!r}")
+        expected = type(getattr(defaults, key))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
+            raise ConfigError(f"[{name}] {key} must be a {expected.__name__}")
+        values[key] = value
+    return kind(**values)
 
 
 def _client_keys(table: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, str]:

@@ -18,8 +18,10 @@ class ProxyError(Exception):
         type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
+        self.headers = headers or {}
         self.status_code = status_code
         self.message = message
         self.type = type

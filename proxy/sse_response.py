@@ -7,7 +7,7 @@ mid-stream; this class owns the loop, so the row is written whichever way the st
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import anyio
 from starlette.types import Receive, Scope, Send
@@ -31,8 +31,15 @@ class RelayedStream:
         relay: StreamRelay,
         headers: Mapping[str, str],
         recorder: Recorder,
+        *,
+        idle_timeout: float,
+        on_complete: Callable[[bytes, StreamRelay], None] | None = None,
     ) -> None:
+        """`on_complete` gets every byte the client received, once the stream ended cleanly."""
         self.record = record
+        self.idle_timeout = idle_timeout
+        self.on_complete = on_complete
+        self._sent: list[bytes] | None = [] if on_complete is not None else None
         self.response = response
         self.attempt = attempt
         self.relay = relay
@@ -62,20 +69,35 @@ class RelayedStream:
 
     async def _relay(self, send: Send) -> str | None:
         """Forward upstream events until the end; return the error the stream ended with, if any."""
-        relay = self.relay
+        relay, sent = self.relay, self._sent
         error = None
+        chunks = self.response.iter_bytes()
         try:
-            async for chunk in self.response.iter_bytes():
+            while True:
+                with anyio.move_on_after(self.idle_timeout) as idle:
+                    chunk = await anext(chunks, None)
+                if idle.cancelled_caught:
+                    error = f"upstream sent nothing for {self.idle_timeout:g}s mid-stream"
+                    tail = error_event(error, code="upstream_stream_timeout")
+                    break
+                if chunk is None:
+                    tail = relay.flush()
+                    break
                 out = relay.feed(chunk)
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
-            tail = relay.flush()
+                    if sent is not None:
+                        sent.append(out)
         except UpstreamUnreachable as exc:
             error = f"upstream stream broke after {len(relay.text)} characters: {exc}"
             tail = error_event(error, code="upstream_stream_error")
+        finally:
+            await chunks.aclose()
         await send({"type": "http.response.body", "body": tail, "more_body": False})
         if error is None and relay.error is not None:
             error = str(relay.error.get("message") or relay.error)
+        if error is None and sent is not None and self.on_complete is not None:
+            self.on_complete(b"".join(sent) + tail, relay)
         return error
 
     def _record(self, error: str | None) -> None:

@@ -70,9 +70,9 @@ class _HttpxResponse:
 class UpstreamClient:
     """A keep-alive connection pool shared by every request of the process."""
 
-    def __init__(self, connect_timeout: float = 10.0, read_timeout: float = 600.0) -> None:
+    def __init__(self, connect_timeout: float = 10.0, first_byte_timeout: float = 600.0) -> None:
         self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+            timeout=httpx.Timeout(first_byte_timeout, connect=connect_timeout),
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
             follow_redirects=False,
             trust_env=False,

@@ -1,0 +1,47 @@
+"""Complete answers the proxy can hand to more than one client: de-duplicated followers, cache hits."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+#: Upstream response headers worth passing on to the client.
+PASSTHROUGH_HEADERS = frozenset({"x-request-id", "retry-after", "retry-after-ms", "openai-processing-ms"})
+PASSTHROUGH_PREFIXES = ("x-ratelimit-",)
+
+
+def passthrough_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The useful upstream headers, and the content type."""
+    kept = {}
+    for name, value in headers.items():
+        name = name.lower()
+        if name in PASSTHROUGH_HEADERS or name.startswith(PASSTHROUGH_PREFIXES):
+            kept[name] = value
+    kept["content-type"] = headers.get("content-type", "application/json")
+    return kept
+
+
+@dataclass(frozen=True, slots=True)
+class WholeAnswer:
+    """A non-streamed upstream answer, exactly as the client receives it."""
+
+    status_code: int
+    headers: dict[str, str]
+    body: bytes
+    provider: str
+    upstream_model: str
+    retried: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CapturedStream:
+    """A finished stream as the client saw it, with what the log needs, replayable from the cache."""
+
+    events: bytes
+    headers: dict[str, str]
+    answer: dict[str, Any]
+    text: str
+    usage: dict[str, Any] | None
+    provider: str
+    upstream_model: str

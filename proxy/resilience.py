@@ -1,0 +1,161 @@
+"""Retry with backoff and Retry-After, then fallback to the next route: one answer per request.
+
+Retries happen only before the client has seen a byte: for a stream, until upstream's
+status line; after that the stream is relayed as it comes, errors included.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, retry_if_result, stop_after_attempt
+from tenacity.wait import wait_random_exponential
+
+from .config import RetryPolicy
+from .errors import ProxyError
+from .providers import Provider
+from .record import Attempt, CallRecord
+from .routing import Route
+from .upstream import UpstreamClient, UpstreamResponse, UpstreamUnreachable
+
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+@dataclass(slots=True)
+class Outcome:
+    """One attempt's answer: the response, and its body unless it is a stream being relayed."""
+
+    response: UpstreamResponse
+    attempt: Attempt
+    body: bytes | None
+
+    @property
+    def retryable(self) -> bool:
+        return self.response.status_code in RETRYABLE_STATUS
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Upstream's hint: `retry-after-ms`, else `Retry-After` in seconds or as an HTTP date."""
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class UpstreamCaller:
+    """Sends one request along its routes, retrying each as the policy allows."""
+
+    def __init__(self, providers: Mapping[str, Provider], client: UpstreamClient, policy: RetryPolicy) -> None:
+        self.providers = providers
+        self.client = client
+        self.policy = policy
+        self._backoff = wait_random_exponential(multiplier=policy.backoff_base, max=policy.backoff_max)
+
+    async def call(
+        self,
+        record: CallRecord,
+        routes: Sequence[Route],
+        endpoint: str,
+        payload: dict[str, Any],
+        *,
+        max_attempts: int,
+        stream: bool,
+    ) -> Outcome:
+        """The first final answer (success or an error not worth retrying), else the last failure.
+
+        Raises ProxyError (502/504) when no route answered at all.
+        """
+        deadline = time.monotonic() + self.policy.deadline
+        last: Outcome | UpstreamUnreachable | None = None
+        for route in routes:
+            if time.monotonic() >= deadline:
+                break
+            record.provider, record.upstream_model = route.provider, route.upstream_model
+            try:
+                outcome = await self._with_retries(record, route, endpoint, payload, max_attempts, stream, deadline)
+            except UpstreamUnreachable as exc:
+                last = exc
+                continue
+            if not outcome.retryable:
+                return outcome
+            last = outcome
+        if isinstance(last, Outcome):
+            return last
+        raise unreachable_error(last, record.provider or "upstream")
+
+    async def _with_retries(
+        self,
+        record: CallRecord,
+        route: Route,
+        endpoint: str,
+        payload: dict[str, Any],
+        max_attempts: int,
+        stream: bool,
+        deadline: float,
+    ) -> Outcome:
+        provider = self.providers[route.provider]
+        request = provider.build(endpoint, route.upstream_model, payload)
+        path = urlsplit(request.url).path
+
+        async def attempt_once() -> Outcome:
+            attempt = record.begin_attempt(provider.name, path)
+            try:
+                with anyio.fail_after(max(0.0, deadline - time.monotonic())):
+                    response = await provider.send(self.client, request)
+                    if stream and response.status_code == 200:
+                        return Outcome(response, attempt, None)  # relayed later; the attempt ends with it
+                    body = await response.read()
+            except UpstreamUnreachable as exc:
+                attempt.finish(error=str(exc))
+                raise
+            except TimeoutError:
+                attempt.finish(error="request deadline reached")
+                raise UpstreamUnreachable("timeout", "the request's deadline passed") from None
+            attempt.finish(response.status_code)
+            return Outcome(response, attempt, body)
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(max_attempts) | (lambda state: time.monotonic() + state.upcoming_sleep >= deadline),
+            wait=self._wait,
+            retry=retry_if_exception_type(UpstreamUnreachable) | retry_if_result(lambda outcome: outcome.retryable),
+            retry_error_callback=lambda state: state.outcome.result(),  # the last answer, or its exception
+            sleep=anyio.sleep,
+            reraise=True,
+        )
+        return await retrying(attempt_once)
+
+    def _wait(self, state: RetryCallState) -> float:
+        """Upstream's Retry-After when it gave one (capped), else exponential backoff with full jitter."""
+        outcome = state.outcome
+        if outcome is not None and not outcome.failed:
+            hinted = retry_after_seconds(outcome.result().response.headers)
+            if hinted is not None:
+                return min(hinted, self.policy.retry_after_cap)
+        return self._backoff(state)
+
+
+def unreachable_error(exc: UpstreamUnreachable | None, provider: str) -> ProxyError:
+    if exc is not None and exc.kind == "timeout":
+        return ProxyError(504, f"Upstream `{provider}` did not answer in time.", type="upstream_error", code="upstream_timeout")
+    detail = f": {exc}" if exc is not None else ""
+    return ProxyError(502, f"Upstream `{provider}` could not be reached{detail}", type="upstream_error", code="upstream_unreachable")

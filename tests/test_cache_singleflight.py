@@ -1,0 +1,73 @@
+import asyncio
+import time
+
+from proxy.cache import AnswerCache, request_key
+from proxy.routing import Route
+from proxy.singleflight import SingleFlight
+
+ROUTES = [Route("openai", "gpt-4o")]
+
+
+def test_request_key_is_canonical_and_separates_what_matters():
+    a = request_key("chat/completions", ROUTES, "id1", {"model": "m", "messages": [], "temperature": 0})
+    b = request_key("chat/completions", ROUTES, "id1", {"temperature": 0, "messages": [], "model": "m"})
+    assert a == b
+    assert a != request_key("chat/completions", ROUTES, "id2", {"model": "m", "messages": [], "temperature": 0})
+    assert a != request_key("chat/completions", [Route("azure", "gpt-4o")], "id1", {"model": "m", "messages": [], "temperature": 0})
+    assert a != request_key("completions", ROUTES, "id1", {"model": "m", "messages": [], "temperature": 0})
+
+
+def test_cache_ttl_and_size_bound(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    cache = AnswerCache(ttl=10, max_entries=2)
+    cache.put(b"a", 1)
+    cache.put(b"b", 2)
+    assert cache.get(b"a") == 1  # a is now the most recently used
+    cache.put(b"c", 3)
+    assert cache.get(b"b") is None and cache.get(b"a") == 1 and len(cache) == 2
+    now[0] += 11
+    assert cache.get(b"a") is None
+
+
+def test_single_flight_makes_one_call_for_concurrent_identical_keys():
+    calls = []
+
+    async def go():
+        flights = SingleFlight()
+
+        async def work():
+            calls.append(1)
+            await asyncio.sleep(0.05)
+            return "answer"
+
+        results = await asyncio.gather(*(flights.run(b"k", work) for _ in range(8)))
+        assert len(flights) == 0
+        return results
+
+    results = asyncio.run(go())
+    assert len(calls) == 1
+    assert [r[0] for r in results] == ["answer"] * 8
+    assert sorted(r[1] for r in results) == [False] * 7 + [True]
+
+
+def test_a_cancelled_caller_does_not_cancel_the_shared_call():
+    async def go():
+        flights = SingleFlight()
+        finished = []
+
+        async def work():
+            await asyncio.sleep(0.05)
+            finished.append(1)
+            return "answer"
+
+        leader = asyncio.create_task(flights.run(b"k", work))
+        await asyncio.sleep(0)
+        follower = asyncio.create_task(flights.run(b"k", work))
+        await asyncio.sleep(0.01)
+        leader.cancel()
+        result = await follower
+        return result, finished
+
+    result, finished = asyncio.run(go())
+    assert result == ("answer", False) and finished == [1]
