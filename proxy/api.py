@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -18,6 +19,7 @@ from .cache import AnswerCache, request_key
 from .config import Settings
 from .errors import ProxyError
 from .providers import Provider
+from .pricing import Pricer
 from .record import CallRecord, redact_headers
 from .recorder import Recorder
 from .resilience import UpstreamCaller
@@ -60,6 +62,10 @@ class ProxyAPI:
         self.router = Router(settings)
         self.caller = UpstreamCaller(providers, client, settings.retry)
         self.recorder = recorder
+        self.pricer = Pricer(
+            settings.prices,
+            {name: p.price_provider for name, p in settings.providers.items() if p.price_provider},
+        )
         self.flights: SingleFlight[WholeAnswer | ProxyError] = SingleFlight()
         self.cache: AnswerCache[WholeAnswer | CapturedStream] = AnswerCache(
             settings.cache.ttl, settings.cache.max_entries
@@ -116,11 +122,12 @@ class ProxyAPI:
         return self._fail(record, error)
 
     async def handle(self, request: Request, endpoint: str) -> Response:
-        record = CallRecord(endpoint)
+        record = CallRecord(endpoint, pricer=self.pricer)
         self._read_study_headers(request, record)
         try:
             record.client = self._authenticate(request)
             options = self._options(request.headers)
+            record.study_metadata = _study_metadata(request.headers)
             body = await read_body(request, self.settings.max_body_bytes)
             record.request_text = body.decode("utf-8", "replace")
             check_content_type(request)
@@ -326,14 +333,12 @@ class ProxyAPI:
         max_attempts = self.settings.retry.max_attempts
         retries = headers.get("x-study-retries")
         if retries is not None:
-            if not retries.strip().isdigit() or int(retries) > MAX_RETRIES_PER_REQUEST:
+            if not retries.strip().isdigit():
                 raise ProxyError(
-                    400,
-                    f"X-Study-Retries must be a whole number from 0 to {MAX_RETRIES_PER_REQUEST}.",
-                    param="X-Study-Retries",
-                    code="invalid_header",
+                    400, "X-Study-Retries must be a whole number (retries after the first attempt).",
+                    param="X-Study-Retries", code="invalid_header",
                 )
-            max_attempts = int(retries) + 1
+            max_attempts = min(int(retries), MAX_RETRIES_PER_REQUEST) + 1
         cache = headers.get("x-study-cache", "").strip().lower()
         if cache and cache not in CACHE_MODES:
             raise ProxyError(400, "X-Study-Cache must be on, off or refresh.", param="X-Study-Cache", code="invalid_header")
@@ -373,3 +378,17 @@ def _client_token(headers: Headers) -> str:
     if authorization[:7].lower() == "bearer ":
         return authorization[7:].strip()
     return headers.get("api-key", "")
+
+
+def _study_metadata(headers: Headers) -> dict[str, Any] | None:
+    """`X-Study-Metadata`: a JSON object for the row's `metadata`, never sent upstream."""
+    value = headers.get("x-study-metadata")
+    if value is None:
+        return None
+    try:
+        metadata = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        metadata = None
+    if not isinstance(metadata, dict):
+        raise ProxyError(400, "X-Study-Metadata must be a JSON object.", param="X-Study-Metadata", code="invalid_header")
+    return metadata

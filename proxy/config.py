@@ -15,6 +15,8 @@ from typing import Any
 
 from dotenv import dotenv_values
 
+from .pricing import Price
+
 DEFAULT_DATABASE_URL = "sqlite:///study_query_llm.db"
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_HYPERBOLIC_ENDPOINT = "https://api.hyperbolic.xyz/v1"
@@ -36,6 +38,7 @@ class ProviderConfig:
     api_key: str | None = field(default=None, repr=False)
     api_version: str | None = None
     default_model: str | None = None
+    price_provider: str | None = None  # the genai-prices provider id that prices this upstream
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class Settings:
     providers: Mapping[str, ProviderConfig]
     aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     cached_aliases: frozenset[str] = frozenset()
+    prices: Mapping[str, Price] = field(default_factory=dict)
     client_keys: Mapping[str, str] = field(default_factory=dict, repr=False)
     database_url: str = DEFAULT_DATABASE_URL
     host: str = "127.0.0.1"
@@ -120,6 +124,7 @@ def load_settings(
         "providers": providers,
         "aliases": aliases,
         "cached_aliases": cached_aliases,
+        "prices": _prices(config.get("prices", {})),
         "client_keys": _client_keys(config.get("clients", {}), env),
         "database_url": env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
         "host": env.get("PANEL_ADDRESS") or "127.0.0.1",
@@ -186,6 +191,7 @@ def _configured_provider(name: str, table: Mapping[str, Any], env: Mapping[str, 
         api_key=api_key or "",
         api_version=table.get("api_version", DEFAULT_AZURE_API_VERSION if kind == "azure" else None),
         default_model=table.get("default_model"),
+        price_provider=table.get("price_provider"),
     )
 
 
@@ -202,6 +208,24 @@ def _aliases(table: Mapping[str, Any]) -> tuple[dict[str, tuple[str, ...]], froz
         if isinstance(spec, Mapping) and spec.get("cache"):
             cached.add(alias)
     return aliases, frozenset(cached)
+
+
+def _prices(table: Mapping[str, Any]) -> dict[str, Price]:
+    """`[prices."provider/model"]` (or a bare model) with USD per million `input`, `output`, `cached_input`."""
+    prices = {}
+    for model, spec in table.items():
+        try:
+            prices[model] = Price(
+                input=float(spec["input"]),
+                output=float(spec["output"]),
+                cached_input=float(spec["cached_input"]) if "cached_input" in spec else None,
+            )
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(
+                f"[prices.{model!r}] needs numbers `input` and `output` (USD per million tokens), "
+                "and optionally `cached_input`"
+            ) from None
+    return prices
 
 
 def _section(kind: type, table: Mapping[str, Any], name: str) -> Any:

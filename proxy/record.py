@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from .clock import utc_now
+from .pricing import Pricer
 from .render import render_answer, render_prompt
 
 SENSITIVE_HEADER_WORDS = ("auth", "key", "token", "secret", "cookie", "password", "signature")
@@ -71,12 +72,13 @@ class CallRecord:
     latency_ms: float | None = None
     ttft_ms: float | None = None
     cache: str | None = None
-    cost_usd: float | None = None
     session_id: str | None = None
     tags: list[str] | None = None
     user: str | None = None
     client: str | None = None
     request_headers: dict[str, str] | None = None
+    study_metadata: dict[str, Any] | None = None  # from X-Study-Metadata: ours, never sent upstream
+    pricer: Pricer | None = None
     notes: list[str] = field(default_factory=list)
     attempts: list[Attempt] = field(default_factory=list)
 
@@ -106,7 +108,17 @@ class CallRecord:
         notes = list(self.notes)
         if usage is None and self.status_code == 200 and self.error is None:
             notes.append("upstream reported no usage: token columns left NULL")
+        cost = None
+        if self.pricer is not None and usage is not None and self.provider and self.status_code == 200:
+            models = ((answer or {}).get("model"), self.upstream_model)
+            cost, why_not = self.pricer.cost(self.provider, models, usage)
+            if why_not:
+                notes.append(why_not)
+        if self.cache in ("hit", "dedup") and cost:
+            notes.append("cost_usd is what this call would have cost: it was saved")
         metadata = payload.get("metadata") if isinstance(payload.get("metadata"), dict) else {}
+        if self.study_metadata:
+            metadata = {**metadata, **self.study_metadata}
         if notes:
             metadata = {**metadata, "study_notes": notes}
         body_user = payload.get("user")
@@ -136,7 +148,7 @@ class CallRecord:
             "ttft_ms": self.ttft_ms,
             "attempts": len(self.attempts),
             "cache": self.cache,
-            "cost_usd": self.cost_usd,
+            "cost_usd": cost,
             "session_id": self.session_id,
             "tags": orjson.dumps(self.tags).decode() if self.tags else None,
             "user": self.user or (body_user if isinstance(body_user, str) else None),

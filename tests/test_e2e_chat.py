@@ -97,7 +97,8 @@ def test_chat_completion_round_trip_and_every_row_field(proxy, client, upstream)
     assert 0 < row["latency_ms"] < 10_000
     assert row["attempts"] == 1
     assert row["cache"] is None
-    assert row["cost_usd"] is None
+    # gpt-4o-mini at OpenAI's list price, as genai-prices has it: $0.15 / $0.60 per million tokens.
+    assert row["cost_usd"] == pytest.approx((11 * 0.15 + 7 * 0.60) / 1_000_000)
     assert row["session_id"] == "sess-42"
     assert loads(row["tags"]) == ["exp-1", "batch 7"]
     assert row["user"] == "carol"  # the X-Study-User header wins over the body's `user`
