@@ -37,6 +37,7 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.migrate()
         await recorder.start()
+        await client.open()
         if datasette is not None:
             await datasette.invoke_startup()
         try:
