@@ -311,3 +311,19 @@ def assert_error_shape(body: Any) -> dict[str, Any]:
     assert isinstance(error["message"], str) and error["message"], error
     assert isinstance(error["type"], str) and error["type"], error
     return error
+
+
+def unique(prefix: str) -> str:
+    """A model (or text) name no other test uses, e.g. `unique("fail-503-twice")`: the fake
+    upstream keeps its once/twice state per full model name."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def sse_data(body: str) -> list[str]:
+    """The `data:` payloads of an SSE body, in order."""
+    events = []
+    for block in body.replace("\r\n", "\n").split("\n\n"):
+        lines = [line for line in block.splitlines() if line.startswith("data:")]
+        if lines:
+            events.append("\n".join(line[5:].strip() for line in lines))
+    return events

@@ -9,13 +9,27 @@ under different prefixes of one server) or like Azure OpenAI
 What it answers depends on the model (the deployment on Azure paths); only the last
 path segment of the model counts, so `meta-llama/no-usage-x` behaves like `no-usage-x`:
 
-    fail-400-*      400 with an OpenAI error body
-    fail-500-*      500 with an OpenAI error body
-    fail-429-*      429 with an OpenAI error body and `retry-after: 1`
-    no-usage-*      never reports usage (Hyperbolic's quirk), streamed or not
-    slow-stream-*   streams SLOW_CHUNKS chunks SLOW_DELAY seconds apart
-    cut-stream-*    streams CUT_AFTER chunks, then drops the connection
-    anything else   a canned answer that quotes the last user message, with `usage`
+    fail-400-*        400 with an OpenAI error body
+    fail-500-*        500 with an OpenAI error body
+    fail-429-once-*   the first call: 429 with `retry-after-ms: 300` and `retry-after: 1`;
+                      then normal answers
+    fail-429-date-once-*  the first call: 429 with `retry-after: <HTTP date 2 s ahead>` only;
+                      then normal answers
+    fail-429-*        429 with an OpenAI error body and `retry-after: 1`
+    fail-503-twice-*  the first two calls: 503; then normal answers
+    fail-503-*        503 with an OpenAI error body, always
+    fail-NNN-*        any other 4xx/5xx status NNN with an OpenAI error body, always
+    hang-*            never answers (until the client goes away or the fake stops)
+    slow-stream-*     streams SLOW_CHUNKS chunks SLOW_DELAY seconds apart
+    slow-*            a normal answer (streamed or not) after SLOW_ANSWER_DELAY seconds
+    stall-stream-*    streams STALL_AFTER events, then goes silent with the connection open
+    cut-stream-*      streams CUT_AFTER chunks, then drops the connection
+    no-usage-*        never reports usage (Hyperbolic's quirk), streamed or not
+    anything else     a canned answer that quotes the last user message, with `usage`
+
+The "once"/"twice" modes count calls per full model name (the deployment on Azure
+paths), so tests give each a unique name, e.g. f"fail-503-twice-{uuid4().hex[:8]}".
+`count(model)` / `calls(model)` tell how many requests the fake received for a model.
 
 Streams carry a final usage chunk (`choices: []`) only when the request asked for it
 with `stream_options.include_usage`. On Azure paths the first chunk is Azure's
@@ -35,6 +49,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -55,6 +70,18 @@ VECTOR = [0.25, -0.5, 0.125, 1.0]
 SLOW_CHUNKS = 50
 SLOW_DELAY = 0.02
 CUT_AFTER = 3
+#: How long a `slow-*` model thinks before it answers (long enough for concurrent calls to overlap).
+SLOW_ANSWER_DELAY = 0.3
+#: Events a `stall-stream-*` answer sends before it goes silent.
+STALL_AFTER = 3
+#: The longest a `hang-*` or stalled answer waits (the fake's stop and the client leaving end it sooner).
+HANG_SECONDS = 120.0
+#: The advertised delay of a `fail-429-once-*` answer.
+RETRY_AFTER_MS = 300
+#: How far ahead the HTTP date of a `fail-429-date-once-*` answer lies (whole seconds: dates have no finer grain).
+RETRY_AFTER_DATE_SECONDS = 2
+#: `fail-NNN-*` for a status without a mode of its own.
+FAIL_STATUS = re.compile(r"^fail-(?P<status>[45]\d\d)(?:-|$)")
 
 RATELIMIT_HEADERS = {"x-ratelimit-remaining-requests": "4999", "x-ratelimit-limit-requests": "5000"}
 AZURE_PATH = re.compile(r"^/openai/deployments/(?P<deployment>[^/]+)/(?P<endpoint>chat/completions|completions|embeddings)$")
@@ -82,6 +109,12 @@ def stream_words(text: str) -> list[str]:
     return [w if i == 0 else " " + w for i, w in enumerate(words)]
 
 
+def stalled_text(text: str) -> str:
+    """What a `stall-stream-*` chat answer (OpenAI paths) sends before it goes silent: the role
+    chunk, then the first STALL_AFTER - 1 words."""
+    return "".join(stream_words(text)[: STALL_AFTER - 1])
+
+
 class StreamCut(ConnectionAbortedError):
     """Raised on purpose by `cut-stream-*` answers."""
 
@@ -103,6 +136,16 @@ class RecordedRequest:
     json: Any = None
     request_id: str | None = None  # the x-request-id the fake answered with
     completed: bool = field(default=False)  # set once the whole answer was sent
+    received_at: float = field(default_factory=time.monotonic)  # when the request arrived
+    call: int = 0  # 1 for the first request with this model, 2 for the second, …
+
+    @property
+    def model(self) -> str | None:
+        """The model asked for: the body's `model`, or the deployment on an Azure path."""
+        azure = AZURE_PATH.match(self.path)
+        if azure:
+            return azure["deployment"]
+        return self.json.get("model") if isinstance(self.json, dict) else None
 
     @property
     def query_params(self) -> dict[str, str]:
@@ -115,6 +158,8 @@ class FakeUpstream:
     def __init__(self) -> None:
         self.requests: list[RecordedRequest] = []
         self._ids = itertools.count(1)
+        self._calls: dict[str, int] = {}  # full model name → requests received so far
+        self._stopping = threading.Event()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -128,6 +173,26 @@ class FakeUpstream:
 
     def clear(self) -> None:
         self.requests.clear()
+
+    def calls(self, model: str | None = None, content: str | None = None) -> list[RecordedRequest]:
+        """The requests received (since the last `clear()`) for `model` and/or whose last user
+        message (or prompt) is `content`."""
+        return [
+            r for r in list(self.requests)
+            if (model is None or r.model == model)
+            and (content is None or _asked_text(r.json) == content)
+        ]
+
+    def count(self, model: str | None = None, content: str | None = None) -> int:
+        """How many requests the fake received for `model` and/or with that last user message."""
+        return len(self.calls(model, content))
+
+    def wait_count(self, n: int, model: str | None = None, content: str | None = None, timeout: float = 5.0) -> int:
+        """Wait until at least `n` matching requests arrived; return the count."""
+        deadline = time.monotonic() + timeout
+        while (found := self.count(model, content)) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return found
 
     def only(self) -> RecordedRequest:
         """The single request received since the last `clear()`."""
@@ -148,7 +213,8 @@ class FakeUpstream:
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["GET", "POST"])])
-        config = uvicorn.Config(app, log_level="error", lifespan="off", access_log=False, timeout_keep_alive=30)
+        config = uvicorn.Config(app, log_level="error", lifespan="off", access_log=False, timeout_keep_alive=30,
+                                timeout_graceful_shutdown=3)
         self._server = uvicorn.Server(config)
         logging.getLogger("uvicorn.error").addFilter(_HideStreamCuts())
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -161,6 +227,7 @@ class FakeUpstream:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()  # ends every hanging or stalled answer
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:
@@ -183,12 +250,12 @@ class FakeUpstream:
             json=body,
         )
         self.requests.append(recorded)
-        response = self._answer(request, recorded)
+        response = await self._answer(request, recorded)
         if not isinstance(response, StreamingResponse):
             recorded.completed = True
         return response
 
-    def _answer(self, request: Request, recorded: RecordedRequest) -> Response:
+    async def _answer(self, request: Request, recorded: RecordedRequest) -> Response:
         path = request.url.path
         body = recorded.json if isinstance(recorded.json, dict) else {}
         azure = AZURE_PATH.match(path)
@@ -208,15 +275,38 @@ class FakeUpstream:
         if not isinstance(model, str) or not model:
             return error(400, "fake upstream: you must provide a model parameter", "invalid_request_error", param="model")
         kind = model.rsplit("/", 1)[-1]
+        call = recorded.call = self._calls[model] = self._calls.get(model, 0) + 1
         request_id = recorded.request_id = f"req-fake-{next(self._ids)}"
         headers = {"x-request-id": request_id, **RATELIMIT_HEADERS}
+        if kind.startswith("hang"):
+            await self._wait_until_released(request)
+            return error(504, "Fake upstream hung.", "server_error", None, None, headers)
+        if kind.startswith("slow-") and not kind.startswith("slow-stream"):
+            await asyncio.sleep(SLOW_ANSWER_DELAY)
         if kind.startswith("fail-400"):
             return error(400, f"Fake upstream rejects model {model}.", "invalid_request_error", "model", "fake_bad_request", headers)
-        if kind.startswith("fail-429"):
+        if kind.startswith(("fail-429-once", "fail-429-date-once")):
+            if call == 1:
+                if kind.startswith("fail-429-once"):
+                    headers |= {"retry-after-ms": str(RETRY_AFTER_MS), "retry-after": "1"}
+                else:
+                    headers["retry-after"] = formatdate(time.time() + RETRY_AFTER_DATE_SECONDS, usegmt=True)
+                headers["x-ratelimit-remaining-requests"] = "0"
+                return error(429, "Fake upstream: rate limit reached.", "requests", None, "rate_limit_exceeded", headers)
+        elif kind.startswith("fail-429"):
             headers |= {"retry-after": "1", "x-ratelimit-remaining-requests": "0"}
             return error(429, "Fake upstream: rate limit reached.", "requests", None, "rate_limit_exceeded", headers)
         if kind.startswith("fail-500"):
             return error(500, "Fake upstream had an internal error.", "server_error", None, None, headers)
+        if kind.startswith("fail-503-twice"):
+            if call <= 2:
+                return error(503, "Fake upstream is overloaded.", "server_error", None, "overloaded", headers)
+        elif kind.startswith("fail-503"):
+            return error(503, "Fake upstream is overloaded.", "server_error", None, "overloaded", headers)
+        elif (other := FAIL_STATUS.match(kind)) and other["status"] not in ("400", "429", "500"):
+            status = int(other["status"])
+            kind_of_error = "server_error" if status >= 500 else "invalid_request_error"
+            return error(status, f"Fake upstream fails with {status}.", kind_of_error, None, f"fake_{status}", headers)
         stream_options = body.get("stream_options")
         if azure and stream_options is not None and recorded.query_params["api-version"][:10] < AZURE_STREAM_OPTIONS_SINCE:
             return error(400, "Unrecognized request argument supplied: stream_options", "invalid_request_error", None, None, headers)
@@ -235,22 +325,47 @@ class FakeUpstream:
             text = slow_answer()
         events = stream_events(endpoint, model, text, include_usage, azure_first=bool(azure))
         cut = kind.startswith("cut-stream")
+        stall = kind.startswith("stall-stream")
         delay = SLOW_DELAY if kind.startswith("slow-stream") else 0.0
         return StreamingResponse(
-            self._stream(recorded, events, delay, cut), media_type="text/event-stream", headers=headers
+            self._stream(recorded, events, delay, cut, stall), media_type="text/event-stream", headers=headers
         )
 
-    async def _stream(self, recorded: RecordedRequest, events: list[dict[str, Any]], delay: float, cut: bool):
+    async def _wait_until_released(self, request: Request | None) -> None:
+        """Sleep until the fake stops, the client goes away (when `request` is given) or HANG_SECONDS."""
+        deadline = time.monotonic() + HANG_SECONDS
+        while not self._stopping.is_set() and time.monotonic() < deadline:
+            if request is not None and await request.is_disconnected():
+                return
+            await asyncio.sleep(0.05)
+
+    async def _stream(
+        self, recorded: RecordedRequest, events: list[dict[str, Any]], delay: float, cut: bool, stall: bool = False
+    ):
         for i, event in enumerate(events):
             if cut and i == CUT_AFTER:
                 # An exception after the response started makes uvicorn drop the connection
                 # without the final empty chunk: the client sees a truncated body.
                 raise StreamCut("fake upstream cuts the stream")
+            if stall and i == STALL_AFTER:
+                # Silence with the connection open; Starlette cancels this when the client leaves.
+                await self._wait_until_released(None)
+                return
             yield b"data: " + orjson.dumps(event) + b"\n\n"
             if delay:
                 await asyncio.sleep(delay)
         yield b"data: [DONE]\n\n"
         recorded.completed = True
+
+
+def _asked_text(body: Any) -> str | None:
+    """The last user message of a chat body, or the prompt of a completions body."""
+    if not isinstance(body, dict):
+        return None
+    if "messages" in body:
+        return last_user_message(body["messages"])
+    prompt = body.get("prompt")
+    return prompt if isinstance(prompt, str) else None
 
 
 def last_user_message(messages: Any) -> str:

@@ -1,0 +1,103 @@
+"""SIGTERM in the middle of a burst: the proxy exits within its grace period and loses no row.
+
+About 300 requests at a concurrency of 32, against the fake upstream's `slow-*` models (300 ms
+each, plain and streamed, some identical so that single-flight is in play) and the built-in
+`mock` provider. Every request that got an answer carrying `X-Study-Request-Id` must have its
+row once the process has exited; the output must hold no traceback.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from conftest import fake_key, provider_env, unique
+
+pytestmark = pytest.mark.timeout(90)
+
+REQUESTS = 300
+CONCURRENCY = 32
+#: uvicorn's `timeout_graceful_shutdown` in `proxy/cli.py`.
+GRACE_PERIOD = 30.0
+
+
+def test_sigterm_in_a_burst_exits_in_time_and_keeps_every_answered_row(proxy_factory, fake_upstream_server):
+    proxy = proxy_factory(env=provider_env(fake_upstream_server, openai=fake_key("sk-test-openai")))
+    slow = unique("slow")
+    answered: dict[str, int] = {}  # request id → status
+    streamed_ok: list[str] = []
+    refused: list[int] = []
+    lock = threading.Lock()
+    enough = threading.Event()
+    local = threading.local()
+
+    def body(i: int) -> dict:
+        kind = i % 6
+        if kind == 0:
+            return {"model": "mock/echo", "messages": [{"role": "user", "content": f"mock {i}"}]}
+        if kind == 1:
+            return {"model": slow, "messages": [{"role": "user", "content": f"stream {i}"}], "stream": True}
+        if kind == 2:  # identical bodies: de-duplicated while they overlap
+            return {"model": slow, "messages": [{"role": "user", "content": f"same {i // 60}"}]}
+        return {"model": slow, "messages": [{"role": "user", "content": f"slow {i}"}]}
+
+    def send(i: int) -> None:
+        http = getattr(local, "http", None)
+        if http is None:
+            http = local.http = httpx.Client(timeout=20)
+        payload = body(i)
+        try:
+            with http.stream("POST", proxy.v1 + "/chat/completions", json=payload) as response:
+                request_id = response.headers.get("x-study-request-id")
+                try:
+                    text = response.read().decode()
+                    complete = True
+                except httpx.HTTPError:
+                    complete = False
+                with lock:
+                    if request_id:
+                        answered[request_id] = response.status_code
+                    if payload.get("stream") and complete and response.status_code == 200 and "data: [DONE]" in text:
+                        streamed_ok.append(request_id)
+                    if response.status_code == 200 and len(answered) >= REQUESTS // 4:
+                        enough.set()
+        except httpx.HTTPError:
+            with lock:
+                refused.append(i)  # the server had stopped listening
+
+    began = time.monotonic()
+    with ThreadPoolExecutor(CONCURRENCY) as pool:
+        futures = [pool.submit(send, i) for i in range(REQUESTS)]
+        assert enough.wait(30), f"only {len(answered)} answers before the signal:\n{proxy.output()}"
+        signalled = time.monotonic()
+        proxy.process.send_signal(signal.SIGTERM)
+        try:
+            proxy.process.wait(GRACE_PERIOD + 5)
+        except Exception:
+            proxy.process.kill()
+            raise AssertionError(f"the proxy did not exit within its grace period:\n{proxy.output()}")
+        exited = time.monotonic()
+        for future in futures:
+            future.result(timeout=30)
+
+    assert exited - signalled < GRACE_PERIOD, f"exit took {exited - signalled:.1f}s"
+    proxy.stop_ok()  # exit code and no traceback
+    ok = [rid for rid, status in answered.items() if status == 200]
+    assert len(ok) >= REQUESTS // 4, (len(ok), len(refused))
+    assert len(answered) + len(refused) == REQUESTS
+
+    rows = {r["request_id"]: r for r in proxy.log.rows()}
+    missing = set(answered) - set(rows)
+    assert not missing, f"{len(missing)} of {len(answered)} answered requests have no row"
+    for request_id in ok:
+        assert rows[request_id]["status_code"] == 200, dict(rows[request_id])
+    for request_id in streamed_ok:
+        row = rows[request_id]
+        assert row["stream"] == 1 and row["error"] is None and row["response"], dict(row)
+    print(f"{len(ok)} answered, {len(refused)} refused, {len(rows)} rows; "
+          f"exit {exited - signalled:.2f}s after SIGTERM, burst {exited - began:.1f}s")
