@@ -102,8 +102,7 @@ class ProxyAPI:
         return JSONResponse({"object": "list", "data": data})
 
     async def healthz(self, request: Request) -> Response:
-        recorder = self.recorder
-        return JSONResponse({"status": "ok", "log": {"pending": recorder.pending, "written": recorder.written}})
+        return JSONResponse({"status": "ok", "log": self.recorder.stats()})
 
     async def unknown_endpoint(self, request: Request) -> Response:
         """Any other `/v1/…` call: a recorded 404 (or 405 for a known path and the wrong method)."""

@@ -35,8 +35,7 @@ def create_app(settings: Settings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await store.migrate()
-        await recorder.start()
+        await recorder.start()  # migrates the log, replays any spool left by an earlier run
         await client.open()
         if datasette is not None:
             await datasette.invoke_startup()

@@ -32,18 +32,24 @@ def sqlite_path(url_or_path: str) -> Path | None:
     return Path(url.database)
 
 
-def create_engine(url_or_path: str) -> AsyncEngine:
+#: How long asyncpg may take to connect before the write counts as failed (a dropped packet
+#: would otherwise hold the recorder for asyncpg's default of 60 s).
+PG_CONNECT_TIMEOUT_S = 10
+
+
+def create_engine(url_or_path: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> AsyncEngine:
     url = async_database_url(url_or_path)
     path = sqlite_path(url_or_path)
     if path is None:
-        return create_async_engine(url, pool_pre_ping=True, hide_parameters=True)
+        connect_args = {"timeout": PG_CONNECT_TIMEOUT_S} if url.startswith("postgresql+asyncpg") else {}
+        return create_async_engine(url, pool_pre_ping=True, hide_parameters=True, connect_args=connect_args)
     path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(url, hide_parameters=True)
-    _configure_sqlite(engine)
+    _configure_sqlite(engine, busy_timeout_ms)
     return engine
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
     """WAL + NORMAL sync for fast durable batches; BEGIN IMMEDIATE so busy_timeout applies to writers."""
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -52,7 +58,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")

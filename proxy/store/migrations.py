@@ -43,9 +43,28 @@ def m002_full_text_search(conn: Connection) -> None:
         conn.exec_driver_sql(statement)
 
 
+def m003_unique_attempts(conn: Connection) -> None:
+    """A UNIQUE index on attempts(request_id, attempt), so that writes are idempotent.
+
+    `inference_runs.request_id` is unique since migration 1; with this index a batch written
+    twice (a spool replayed after a partial commit) adds nothing. Duplicates an older log may
+    hold are removed first (the earliest copy is kept), or the index could not be created.
+    The index on request_id alone becomes redundant and is dropped.
+    """
+    conn.exec_driver_sql(
+        "DELETE FROM attempts WHERE id NOT IN (SELECT min(id) FROM attempts GROUP BY request_id, attempt)"
+    )
+    conn.exec_driver_sql(
+        "CREATE UNIQUE INDEX IF NOT EXISTS ux_attempts_request_id_attempt ON attempts (request_id, attempt)"
+    )
+    # Lookups by request_id use the new index (its first column): the old one only slowed inserts.
+    conn.exec_driver_sql("DROP INDEX IF EXISTS ix_attempts_request_id")
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "tables", m001_tables),
     (2, "full_text_search", m002_full_text_search),
+    (3, "unique_attempts", m003_unique_attempts),
 ]
 
 

@@ -54,5 +54,8 @@ attempts = Table(
     Column("error", Text),
     Column("latency_ms", Float),
     Column("started_at", String(32), nullable=False),
-    Index("ix_attempts_request_id", "request_id"),
+    # One row per (request, attempt): what makes writing the same attempts twice (a spool
+    # replayed after a partial commit) a no-op; it also serves lookups by request_id. Added to
+    # older logs by migration 3, which drops their former index on request_id alone.
+    Index("ux_attempts_request_id_attempt", "request_id", "attempt", unique=True),
 )

@@ -1,0 +1,332 @@
+"""The spool file (append, replay, torn lines) and the idempotent store writes it relies on."""
+
+import asyncio
+import errno
+import os
+import socket
+import sqlite3
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+
+from proxy.record import CallRecord
+from proxy.spool import DEFAULT_SPOOL, Spool, decode, encode
+from proxy.store import Store
+
+POSTGRES_URL = os.environ.get("STUDY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def postgres_listening() -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def batch(n: int, attempts_each: int = 1, start: int = 0) -> tuple[list[dict], list[dict]]:
+    runs, attempt_rows = [], []
+    for i in range(start, start + n):
+        record = CallRecord("chat/completions", model="mock/m", provider="mock", upstream_model="m")
+        record.payload = {"model": "mock/m", "messages": [{"role": "user", "content": f"question {i} ünïcode"}]}
+        record.response_body = orjson.dumps({"choices": [{"message": {"content": f"answer {i}"}}]})
+        for _ in range(attempts_each):
+            record.begin_attempt("mock", "/chat/completions").finish(200)
+        record.finish(200)
+        run, its = record.rows()
+        runs.append(run)
+        attempt_rows.extend(its)
+    return runs, attempt_rows
+
+
+def query(path: Path, sql: str) -> list[tuple]:
+    db = sqlite3.connect(path)
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
+def count(path: Path, table: str = "inference_runs") -> int:
+    return query(path, f"SELECT count(*) FROM {table}")[0][0]
+
+
+async def new_store(path: Path) -> Store:
+    store = Store(str(path))
+    await store.migrate()
+    return store
+
+
+# -- encoding and appending -----------------------------------------------------------------
+
+
+def test_encode_decode_round_trip_keeps_every_value():
+    runs, attempt_rows = batch(3, attempts_each=2)
+    data = encode(runs, attempt_rows)
+    assert data.count(b"\n") == 3  # one line per run, its attempts inside
+    decoded_runs, decoded_attempts = decode(data.splitlines(keepends=True))
+    assert decoded_runs == runs
+    assert decoded_attempts == attempt_rows
+
+
+def test_rows_without_required_columns_or_with_odd_values_are_set_aside():
+    runs, attempt_rows = batch(1)
+    good = encode(runs, attempt_rows)
+    bad = [
+        b'{"run": {"created_at": "x", "endpoint": "e"}, "attempts": []}\n',  # no request_id
+        b'{"run": {"request_id": "r", "created_at": "x", "endpoint": {"a": 1}}}\n',
+        b'[1, 2]\n',
+        b'{"run": {"request_id": "r", "cre',
+    ]
+    rejected: list[bytes] = []
+    decoded_runs, _ = decode([good, *bad], rejected)
+    assert [r["request_id"] for r in decoded_runs] == [runs[0]["request_id"]]
+    assert rejected == bad
+
+
+def test_append_after_a_torn_line_starts_a_new_line(tmp_path):
+    spool = Spool(tmp_path / "s.jsonl")
+    runs, attempt_rows = batch(2)
+    spool.append(runs[:1], attempt_rows[:1])
+    with open(spool.path, "ab") as f:
+        f.write(b'{"run": {"request_id": "torn')  # a crash mid-write
+    spool.append(runs[1:], attempt_rows[1:])
+    rejected: list[bytes] = []
+    decoded, _ = decode(spool.path.read_bytes().splitlines(keepends=True), rejected)
+    assert [r["request_id"] for r in decoded] == [r["request_id"] for r in runs]
+    assert len(rejected) == 1
+
+
+def test_a_failed_append_leaves_nothing_behind(tmp_path, monkeypatch):
+    spool = Spool(tmp_path / "s.jsonl")
+    runs, attempt_rows = batch(3)
+    spool.append(runs[:1], attempt_rows[:1])
+    before = spool.path.read_bytes()
+    real_write = os.write
+
+    def disk_full(fd, data):
+        real_write(fd, bytes(data[:20]))  # part of the batch made it, then the disk filled up
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", disk_full)
+    with pytest.raises(OSError):
+        spool.append(runs[1:], attempt_rows[1:])
+    monkeypatch.undo()
+    assert spool.path.read_bytes() == before
+
+
+def test_append_recreates_a_missing_directory_and_fails_cleanly_when_it_cannot(tmp_path):
+    spool = Spool(tmp_path / "gone" / "s.jsonl")
+    assert spool.append(*batch(1)) == 1
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    with pytest.raises(OSError):
+        Spool(blocked / "s.jsonl").append(*batch(1))
+
+
+def test_default_spool_paths(tmp_path, monkeypatch):
+    store = Store(str(tmp_path / "log.db"))
+    assert Spool.beside(store).path == tmp_path / "log.db.spool.jsonl"
+    monkeypatch.chdir(tmp_path)
+    assert Spool.beside(Store("postgresql://u@127.0.0.1:1/db")).path == tmp_path / DEFAULT_SPOOL
+
+
+# -- replay ------------------------------------------------------------------------------
+
+
+def test_replay_writes_everything_then_deletes_the_file(tmp_path):
+    async def go():
+        store = await new_store(tmp_path / "log.db")
+        spool = Spool(tmp_path / "log.db.spool.jsonl")
+        for i in range(5):
+            spool.append(*batch(7, attempts_each=2, start=i * 7))
+        replayed = await spool.replay(store, batch_size=10)
+        await store.dispose()
+        return spool, replayed
+
+    spool, replayed = asyncio.run(go())
+    assert replayed == 35
+    assert not spool.exists() and not spool.bad_path.exists()
+    assert count(tmp_path / "log.db") == 35
+    assert count(tmp_path / "log.db", "attempts") == 70
+
+
+def test_replay_moves_the_file_aside_so_new_appends_start_a_fresh_one(tmp_path):
+    async def go():
+        store = await new_store(tmp_path / "log.db")
+        spool = Spool(tmp_path / "s.jsonl")
+        spool.append(*batch(3))
+        late = batch(2, start=100)
+        seen = []
+
+        async def write(runs, attempt_rows):
+            if not seen:
+                seen.append((spool.path.exists(), spool.replaying_path.exists()))
+                spool.append(*late)  # a batch spooled while the replay runs
+                seen.append((spool.path.exists(), spool.replaying_path.exists()))
+            await store.write(runs, attempt_rows)
+
+        replayed = await spool.replay(write=write)
+        await store.dispose()
+        return spool, replayed, seen
+
+    spool, replayed, seen = asyncio.run(go())
+    assert seen == [(False, True), (True, True)]
+    assert replayed == 5 and not spool.exists()
+    assert count(tmp_path / "log.db") == 5
+
+
+def test_leftover_replaying_file_is_replayed_too(tmp_path):
+    async def go():
+        store = await new_store(tmp_path / "log.db")
+        spool = Spool(tmp_path / "s.jsonl")
+        spool.append(*batch(4))
+        os.replace(spool.path, spool.replaying_path)  # a replay interrupted by a crash
+        spool.append(*batch(3, start=10))  # and rows spooled after it
+        replayed = await spool.replay(store)
+        await store.dispose()
+        return spool, replayed
+
+    spool, replayed = asyncio.run(go())
+    assert replayed == 7 and not spool.exists()
+    assert count(tmp_path / "log.db") == 7
+
+
+def test_an_interrupted_replay_keeps_the_rows_and_the_next_one_adds_no_duplicates(tmp_path):
+    async def go():
+        store = await new_store(tmp_path / "log.db")
+        spool = Spool(tmp_path / "s.jsonl")
+        spool.append(*batch(10, attempts_each=2))
+        calls = []
+
+        async def flaky(runs, attempt_rows):
+            calls.append(len(runs))
+            if len(calls) == 3:
+                raise sqlite3.OperationalError("database or disk is full")
+            await store.write(runs, attempt_rows)
+
+        with pytest.raises(sqlite3.OperationalError):
+            await spool.replay(write=flaky, batch_size=3)
+        assert spool.replaying_path.exists()
+        assert count(tmp_path / "log.db") == 6
+        replayed = await spool.replay(store, batch_size=3)
+        await store.dispose()
+        return spool, replayed
+
+    spool, replayed = asyncio.run(go())
+    assert replayed == 10 and not spool.exists()
+    assert count(tmp_path / "log.db") == 10
+    assert count(tmp_path / "log.db", "attempts") == 20
+    assert query(tmp_path / "log.db", "SELECT count(DISTINCT request_id) FROM inference_runs")[0][0] == 10
+
+
+def test_unreadable_lines_are_set_aside_not_dropped(tmp_path):
+    async def go():
+        store = await new_store(tmp_path / "log.db")
+        spool = Spool(tmp_path / "s.jsonl")
+        spool.append(*batch(3))
+        with open(spool.path, "ab") as f:
+            f.write(b'{"run": {"request_id": "to')
+        replayed = await spool.replay(store)
+        await store.dispose()
+        return spool, replayed
+
+    spool, replayed = asyncio.run(go())
+    assert replayed == 3 and not spool.exists()
+    assert spool.bad_path.read_bytes() == b'{"run": {"request_id": "to\n'
+
+
+# -- the store: idempotent writes and migration 3 -------------------------------------------
+
+
+def test_writing_the_same_rows_twice_adds_nothing(tmp_path):
+    async def go():
+        store = await new_store(tmp_path / "log.db")
+        runs, attempt_rows = batch(5, attempts_each=3)
+        await store.write(runs, attempt_rows)
+        await store.write(runs, attempt_rows)
+        await store.write(runs[:2] + batch(1, start=9)[0], attempt_rows[:4])  # overlapping batch
+        await store.dispose()
+
+    asyncio.run(go())
+    assert count(tmp_path / "log.db") == 6
+    assert count(tmp_path / "log.db", "attempts") == 15
+    # full-text search saw each run once
+    assert query(tmp_path / "log.db", "SELECT count(*) FROM inference_runs_fts")[0][0] == 6
+
+
+def test_migration_3_removes_duplicate_attempts_of_an_older_log(tmp_path):
+    path = tmp_path / "old.db"
+
+    async def make_old():
+        store = await new_store(path)
+        await store.write(*batch(2, attempts_each=2))
+        await store.dispose()
+
+    asyncio.run(make_old())
+    db = sqlite3.connect(path)
+    db.execute("DROP INDEX ux_attempts_request_id_attempt")
+    db.execute("DELETE FROM schema_migrations WHERE version = 3")
+    db.execute("INSERT INTO attempts (request_id, attempt, provider, started_at) "
+               "SELECT request_id, attempt, provider, started_at FROM attempts")
+    db.commit()
+    db.close()
+    assert count(path, "attempts") == 8
+
+    async def upgrade():
+        store = Store(str(path))
+        applied = await store.migrate()
+        await store.dispose()
+        return applied
+
+    assert asyncio.run(upgrade()) == [3]
+    assert count(path, "attempts") == 4
+    with pytest.raises(sqlite3.IntegrityError):
+        db = sqlite3.connect(path)
+        db.execute("INSERT INTO attempts (request_id, attempt, started_at) SELECT request_id, attempt, started_at FROM attempts LIMIT 1")
+
+
+def test_write_migrates_a_database_that_was_not_migrated(tmp_path):
+    async def go():
+        store = Store(str(tmp_path / "log.db"))
+        await store.write(*batch(2))
+        await store.dispose()
+
+    asyncio.run(go())
+    assert count(tmp_path / "log.db") == 2
+
+
+@pytest.mark.skipif(not postgres_listening(), reason="no PostgreSQL on 127.0.0.1:5432")
+def test_idempotent_writes_and_replay_on_postgres(tmp_path):
+    async def go():
+        store = Store(POSTGRES_URL)
+        await store.migrate()
+        runs, attempt_rows = batch(4, attempts_each=2)
+        runs[0]["prompt"] = "a NUL \x00 in the prompt"  # PostgreSQL text cannot hold it
+        await store.write(runs[:2], attempt_rows[:4])
+        spool = Spool(tmp_path / "pg.spool.jsonl")
+        spool.append(runs, attempt_rows)  # the first two are already in the database
+        replayed = await spool.replay(store)
+        ids = [r["request_id"] for r in runs]
+        async with store.engine.connect() as conn:
+            n_runs = (await conn.exec_driver_sql(
+                "SELECT count(*) FROM inference_runs WHERE request_id = ANY($1)", (ids,))).scalar()
+            n_attempts = (await conn.exec_driver_sql(
+                "SELECT count(*) FROM attempts WHERE request_id = ANY($1)", (ids,))).scalar()
+            prompt = (await conn.exec_driver_sql(
+                "SELECT prompt FROM inference_runs WHERE request_id = $1", (ids[0],))).scalar()
+        await store.dispose()
+        return replayed, n_runs, n_attempts, prompt, spool
+
+    replayed, n_runs, n_attempts, prompt, spool = asyncio.run(go())
+    assert (replayed, n_runs, n_attempts) == (4, 4, 8)
+    assert prompt == "a NUL \ufffd in the prompt"
+    assert not spool.exists()
+
+
+def test_request_ids_are_our_own_uuids():
+    runs, _ = batch(3)
+    for run in runs:
+        assert uuid.UUID(hex=run["request_id"]).version == 4
