@@ -59,14 +59,14 @@ def test_rows_are_written_in_batches_and_drained_on_stop(tmp_path):
 def test_sqlite_runs_in_wal_mode_and_migrations_are_recorded(tmp_path):
     async def go():
         store = Store(str(tmp_path / "log.db"))
-        assert await store.migrate() == [1, 2, 3]
+        assert await store.migrate() == [1, 2, 3, 4]
         assert await store.migrate() == []
         await store.dispose()
 
     asyncio.run(go())
     db = sqlite3.connect(tmp_path / "log.db")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert [r[0] for r in db.execute("SELECT version FROM schema_migrations ORDER BY version")] == [1, 2, 3]
+    assert [r[0] for r in db.execute("SELECT version FROM schema_migrations ORDER BY version")] == [1, 2, 3, 4]
 
 
 def test_a_failed_write_is_retried(tmp_path, monkeypatch):

@@ -65,14 +65,28 @@ class Store:
         if self.dialect == "postgresql":  # PostgreSQL text cannot hold NUL: the row would be refused
             runs, attempt_rows = _without_nul(runs), _without_nul(attempt_rows)
         async with self.engine.begin() as conn:
+            if self.dialect == "sqlite":
+                await self._write_sqlite(conn, runs, attempt_rows)
+                return
             for table, rows in ((inference_runs, runs), (attempts, attempt_rows)):
-                if not rows:
-                    continue
-                if self.dialect == "sqlite":  # the driver's executemany on tuples: ~20% faster than compiled
-                    sql, keys = self._sqlite_insert(table, rows[0])
-                    await conn.exec_driver_sql(sql, [tuple(row[k] for k in keys) for row in rows])
-                else:
+                if rows:
                     await conn.execute(self._insert(table), list(rows))
+
+    async def _write_sqlite(self, conn: Any, runs: Sequence[dict[str, Any]], attempt_rows: Sequence[dict[str, Any]]) -> None:
+        """The driver's executemany on tuples (~20% faster than compiled statements), then the
+        batch's full-text indexing in one statement (see migration 4)."""
+        if runs:
+            sql, keys = self._sqlite_insert(inference_runs, runs[0])
+            last_id = (await conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM inference_runs")).scalar()
+            await conn.exec_driver_sql(sql, [tuple(row[k] for k in keys) for row in runs])
+            await conn.exec_driver_sql(
+                "INSERT INTO inference_runs_fts(rowid, prompt, response) "
+                "SELECT id, prompt, response FROM inference_runs WHERE id > ?",
+                (last_id,),
+            )
+        if attempt_rows:
+            sql, keys = self._sqlite_insert(attempts, attempt_rows[0])
+            await conn.exec_driver_sql(sql, [tuple(row[k] for k in keys) for row in attempt_rows])
 
     async def dispose(self) -> None:
         await self.engine.dispose()
