@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--db", metavar="PATH", help="SQLite file of the log (default: $DATABASE_URL's file)")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=8001)
+    from analytics import runner
+
+    runner.add_arguments(commands.add_parser("study", help="run a prompt set across models, every call recorded"))
     return parser
 
 
@@ -39,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return serve(args)
+        if args.command == "study":
+            from analytics import runner
+
+            return runner.run(args)
         return ui(args)
     except ConfigError as exc:
         print(f"study-query-llm: configuration error: {exc}", file=sys.stderr)
