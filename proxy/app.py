@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount
+from starlette.types import Receive, Scope, Send
 
-from .api import ProxyAPI
+from .api import ENDPOINTS, ProxyAPI
 from .config import Settings
 from .errors import ProxyError
 from .providers import build_providers
@@ -20,7 +22,30 @@ from .store import Store
 from .upstream import UpstreamClient
 
 
-def create_app(settings: Settings) -> Starlette:
+class ProxyApp(Starlette):
+    """Starlette, with the `POST /v1/*` calls taken straight to their handler.
+
+    Those handlers answer every error themselves, in OpenAI's shape, so Starlette's
+    exception middleware and route matching would only add time to each call (about a
+    tenth of the proxy's CPU under load); everything else goes through Starlette as usual.
+    """
+
+    def __init__(self, api: ProxyAPI, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.api = api
+        self.direct = {f"/v1/{endpoint}": endpoint for endpoint in ENDPOINTS}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = self.direct.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if endpoint is not None and scope["method"] == "POST":
+            scope["app"] = self
+            response = await self.api.handle(Request(scope, receive), endpoint)
+            await response(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(settings: Settings) -> ProxyApp:
     store = Store(settings.database_url)
     recorder = Recorder(store)
     client = UpstreamClient(settings.timeouts.connect, settings.timeouts.first_byte)
@@ -46,8 +71,7 @@ def create_app(settings: Settings) -> Starlette:
             await recorder.stop()
             await store.dispose()
 
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
-    app.state.api = api
+    app = ProxyApp(api, routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
     app.state.ui = datasette is not None
     return app
 

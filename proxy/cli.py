@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 
@@ -76,6 +77,7 @@ def serve(args: argparse.Namespace) -> int:
     if app.state.ui:
         print(f"Datasette UI:          {base}/ui/", flush=True)
     print(f"Log:                   {display_url(settings.database_url)}", flush=True)
+    tune_garbage_collector()
     uvicorn.run(
         app,
         host=settings.host,
@@ -85,6 +87,18 @@ def serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=30,
     )
     return 0
+
+
+def tune_garbage_collector() -> None:
+    """Collect young objects less often and never rescan start-up's objects.
+
+    With CPython's default (700 allocations) a proxy under load ran a collection every few
+    requests, and the full ones over every module and class held requests back: p99 at 32
+    connections was 60-70 ms. With these settings it was 7-8 ms, and throughput rose by a
+    fifth (bench/README.md has the runs).
+    """
+    gc.set_threshold(50_000, 10, 10)
+    gc.freeze()
 
 
 def ui(args: argparse.Namespace) -> int:
