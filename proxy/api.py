@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -26,7 +27,7 @@ from .resilience import UpstreamCaller
 from .routing import Router
 from .routing import Route as UpstreamRoute
 from .singleflight import SingleFlight
-from .sse_response import RelayedStream
+from .sse_response import SHUT_DOWN, STREAM_HEADERS, RelayedStream
 from .streaming import StreamRelay
 from .upstream import UpstreamClient
 from .validation import check_content_type, decode_text, parse_payload, read_body, validate
@@ -102,7 +103,9 @@ class ProxyAPI:
         return JSONResponse({"object": "list", "data": data})
 
     async def healthz(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok", "log": self.recorder.stats()})
+        stats = self.recorder.stats()
+        status = "degraded" if stats["degraded"] or stats["lost"] else "ok"
+        return JSONResponse({"status": status, "log": stats})
 
     async def unknown_endpoint(self, request: Request) -> Response:
         """Any other `/v1/…` call: a recorded 404 (or 405 for a known path and the wrong method)."""
@@ -146,6 +149,9 @@ class ProxyAPI:
             return await self._complete(record, routes, endpoint, payload, options, cache, key)
         except ProxyError as exc:
             return self._fail(record, exc)
+        except asyncio.CancelledError:  # the server's grace period ran out: the row still counts
+            self._fail(record, ProxyError(503, SHUT_DOWN, type="server_error", code="shutdown"))
+            raise
         except Exception:
             log.exception("unexpected failure on request %s", record.request_id)
             return self._fail(
@@ -227,6 +233,8 @@ class ProxyAPI:
     ) -> Response:
         if cache == "on" and isinstance(hit := self.cache.get(key), CapturedStream):
             return self._replay(record, hit)
+        if cache != "off":
+            record.cache = "miss"
         stream_options = payload.get("stream_options")
         asked_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
         upstream_payload = payload
@@ -264,7 +272,6 @@ class ProxyAPI:
         headers = passthrough_headers(response.headers)
         on_complete = None
         if cache != "off":
-            record.cache = "miss"
 
             def on_complete(events: bytes, relay: StreamRelay) -> None:
                 self.cache.put(
@@ -302,7 +309,8 @@ class ProxyAPI:
         record.answer, record.response_text, record.usage = hit.answer, hit.text, hit.usage
         record.finish(200)
         self.recorder.submit(record)
-        return Response(hit.events, 200, headers={**self._study_headers(record), **hit.headers})
+        headers = {**self._study_headers(record), **hit.headers, **STREAM_HEADERS}
+        return Response(hit.events, 200, headers=headers)
 
     def _fail(self, record: CallRecord, exc: ProxyError) -> Response:
         record.finish(exc.status_code, exc.message)

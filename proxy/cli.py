@@ -69,7 +69,7 @@ def serve(args: argparse.Namespace) -> int:
         ui=False if args.no_ui else None,
     )
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s")
-    # httpx logs every upstream URL at INFO: noise at best, and a leak for any URL that carries a key.
+    # httpx (the study runner's client) logs every URL it calls at INFO: noise in a server log.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     app = create_app(settings)
     base = f"http://{settings.host}:{settings.port}"

@@ -119,6 +119,12 @@ def load_settings(
     for name, table in config.get("providers", {}).items():
         providers[name] = _configured_provider(name, table, env)
     server = config.get("server", {})
+    unknown = set(server) - {"max_body_bytes"}
+    if unknown:
+        raise ConfigError(
+            f"[server] has no setting {', '.join(sorted(unknown))} "
+            "(timeouts live in [timeouts]: connect, first_byte, stream_idle)"
+        )
     aliases, cached_aliases = _aliases(config.get("aliases", {}))
     values: dict[str, Any] = {
         "providers": providers,

@@ -49,8 +49,9 @@ class Pricer:
             price = self.overrides.get(f"{provider}/{name}") or self.overrides.get(name)
             if price is not None:
                 return round(price.cost(*tokens), 10), None
-        for name in names:
-            cost = _library_cost(self.provider_ids.get(provider), name, *tokens)
+        price_id = self.provider_ids.get(provider)
+        for name in names if price_id else ():  # never guess: a local "gpt-4o" is not OpenAI's
+            cost = _library_cost(price_id, name, *tokens)
             if cost is not None:
                 return cost, None
         shown = names[0] if names else "?"
@@ -68,7 +69,7 @@ def _tokens(usage: Mapping[str, Any]) -> tuple[int, int, int] | None:
 
 
 @lru_cache(maxsize=65_536)
-def _library_cost(provider_id: str | None, model: str, input_tokens: int, cached: int, output: int) -> float | None:
+def _library_cost(provider_id: str, model: str, input_tokens: int, cached: int, output: int) -> float | None:
     """genai-prices' answer, remembered: its Decimal arithmetic costs ~70 µs a call."""
     try:
         result = calc_price(

@@ -6,6 +6,7 @@ mid-stream; this class owns the loop, so the row is written whichever way the st
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
 
@@ -20,6 +21,9 @@ from .upstream import UpstreamResponse, UpstreamUnreachable
 log = logging.getLogger("proxy.stream")
 
 CLIENT_DISCONNECTED = "client_disconnected"
+SHUT_DOWN = "the proxy shut down before the answer was complete"
+#: No proxy or browser cache may hold back an event stream.
+STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 class RelayedStream:
@@ -44,10 +48,7 @@ class RelayedStream:
         self.attempt = attempt
         self.relay = relay
         self.recorder = recorder
-        self.headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()] + [
-            (b"cache-control", b"no-cache"),
-            (b"x-accel-buffering", b"no"),
-        ]
+        self.headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in {**headers, **STREAM_HEADERS}.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         error: str | None = CLIENT_DISCONNECTED
@@ -59,6 +60,9 @@ class RelayedStream:
                 group.cancel_scope.cancel()
         except* OSError:
             pass  # the client went away while we were sending to it
+        except* asyncio.CancelledError:
+            error = SHUT_DOWN  # cancelled from outside: the server's grace period ran out
+            raise
         except* Exception as failure:
             log.error("stream of request %s failed in the proxy", self.record.request_id, exc_info=failure)
             error = f"the proxy failed mid-stream: {failure.exceptions[0]!r}"

@@ -64,6 +64,9 @@ def test_configured_provider_and_clients(tmp_path):
         ("[aliases]\nx = []\n", "alias 'x'"),
         ("[clients]\nalice = { key_env = 'UNSET_VAR' }\n", "client 'alice'"),
         ("not toml [", "not valid TOML"),
+        ("[server]\nconnect_timeout = 5\n", "timeouts live in"),
+        ("[retry]\nmax_attempts = 'three'\n", "must be a int"),
+        ("[cache]\nttl_seconds = 5\n", "no setting 'ttl_seconds'"),
     ],
 )
 def test_bad_config_is_refused_with_a_clear_message(tmp_path, text, message):

@@ -71,3 +71,10 @@ def test_rows_carry_the_cost_and_saved_cost_of_cache_hits():
     run, _ = record.rows()
     assert run["cost_usd"] == pytest.approx(0.00045)
     assert "saved" in orjson.loads(run["metadata"])["study_notes"][0]
+
+
+def test_a_configured_provider_is_not_priced_by_guesswork():
+    cost, why = Pricer().cost("local", ["gpt-4o-mini"], {"prompt_tokens": 1000, "completion_tokens": 500})
+    assert cost is None and "local/gpt-4o-mini" in why
+    cost, _ = Pricer(provider_ids={"local": "openai"}).cost("local", ["gpt-4o-mini"], {"prompt_tokens": 1000, "completion_tokens": 500})
+    assert cost == pytest.approx(0.00045)
