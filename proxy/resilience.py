@@ -6,6 +6,7 @@ status line; after that the stream is relayed as it comes, errors included.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import random
 import time
@@ -119,7 +120,7 @@ class UpstreamCaller:
         async def attempt_once() -> Outcome:
             attempt = record.begin_attempt(provider.name, path)
             try:
-                with anyio.fail_after(max(0.0, deadline - time.monotonic())):
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                     response = await provider.send(self.client, request)
                     if stream and response.status_code == 200:
                         return Outcome(response, attempt, None)  # relayed later; the attempt ends with it
