@@ -647,6 +647,7 @@ def print_comparison(name: str, database: str | None, rows: list[dict[str, Any]]
         if table is not None:
             print(f"Comparison for study {name!r} (from the log):", file=out)
             print(table, file=out)
+            _print_errors(rows, out)
             return
     if rows is not None:
         source, data = "the log, every run of the study", rows
@@ -661,7 +662,11 @@ def print_comparison(name: str, database: str | None, rows: list[dict[str, Any]]
         return
     print(f"Study {name!r} ({source}):", file=out)
     print(summary_table(data, models), file=out)
-    errors = failures(data)
+    _print_errors(data, out)
+
+
+def _print_errors(rows: list[dict[str, Any]], out: TextIO) -> None:
+    errors = failures(rows)
     if errors:
         print("Errors:", file=out)
         for line in errors:

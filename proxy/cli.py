@@ -32,9 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--db", metavar="PATH", help="SQLite file of the log (default: $DATABASE_URL's file)")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=8001)
-    from analytics import runner
+    from analytics import report, runner
 
     runner.add_arguments(commands.add_parser("study", help="run a prompt set across models, every call recorded"))
+    report.add_arguments(commands.add_parser("report", help="compare providers and models from the log"))
     return parser
 
 
@@ -47,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
             from analytics import runner
 
             return runner.run(args)
+        if args.command == "report":
+            from analytics import report
+
+            return report.run(args)
         return ui(args)
     except ConfigError as exc:
         print(f"study-query-llm: configuration error: {exc}", file=sys.stderr)

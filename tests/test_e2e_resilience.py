@@ -16,7 +16,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from conftest import assert_error_shape, fake_key, free_port, loads, provider_env, sse_data, unique
+from conftest import assert_error_shape, fake_key, free_port, provider_env, sse_data, unique
 from fake_upstream import RETRY_AFTER_DATE_SECONDS, RETRY_AFTER_MS, chat_answer, stalled_text
 
 pytestmark = pytest.mark.timeout(60)
