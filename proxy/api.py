@@ -23,7 +23,7 @@ from .providers import Provider
 from .pricing import Pricer
 from .record import CallRecord, redact_headers
 from .recorder import Recorder
-from .resilience import UpstreamCaller
+from .resilience import Outcome, UpstreamCaller
 from .routing import Router
 from .routing import Route as UpstreamRoute
 from .singleflight import SingleFlight
@@ -205,21 +205,29 @@ class ProxyAPI:
     ) -> WholeAnswer | ProxyError:
         """The upstream answer for the leader of a flight; errors are returned so followers share them."""
         try:
-            outcome = await self.caller.call(
-                record, routes, endpoint, payload, max_attempts=options.max_attempts, stream=False
+            outcome = await self._call(record, routes, endpoint, payload, options, stream=False)
+        except ProxyError as exc:
+            return exc
+        return _whole(record, outcome)
+
+    async def _call(
+        self,
+        record: CallRecord,
+        routes: list[UpstreamRoute],
+        endpoint: str,
+        payload: dict[str, Any],
+        options: RequestOptions,
+        stream: bool,
+    ) -> Outcome:
+        """Upstream along the routes; an error after retries tells the SDK not to retry again."""
+        try:
+            return await self.caller.call(
+                record, routes, endpoint, payload, max_attempts=options.max_attempts, stream=stream
             )
         except ProxyError as exc:
             if len(record.attempts) > 1:
                 exc.headers["x-should-retry"] = "false"
-            return exc
-        return WholeAnswer(
-            outcome.response.status_code,
-            passthrough_headers(outcome.response.headers),
-            outcome.body or b"",
-            record.provider or "",
-            record.upstream_model or "",
-            retried=len(record.attempts) > 1,
-        )
+            raise
 
     async def _stream(
         self,
@@ -247,28 +255,13 @@ class ProxyAPI:
                 strip_usage = True
             else:
                 record.notes.append("this provider's api-version does not accept stream_options: no usage asked for")
-        try:
-            outcome = await self.caller.call(
-                record, routes, endpoint, upstream_payload, max_attempts=options.max_attempts, stream=True
-            )
-        except ProxyError as exc:
-            if len(record.attempts) > 1:
-                exc.headers["x-should-retry"] = "false"
-            raise
+        outcome = await self._call(record, routes, endpoint, upstream_payload, options, stream=True)
         response = outcome.response
         if outcome.body is None and not response.headers.get("content-type", "").startswith("text/event-stream"):
             outcome.body = await response.read()  # a server that answered a stream request whole
             outcome.attempt.finish(response.status_code)
         if outcome.body is not None:
-            answer = WholeAnswer(
-                response.status_code,
-                passthrough_headers(response.headers),
-                outcome.body,
-                record.provider or "",
-                record.upstream_model or "",
-                retried=len(record.attempts) > 1,
-            )
-            return self._answer(record, answer)
+            return self._answer(record, _whole(record, outcome))
         headers = passthrough_headers(response.headers)
         on_complete = None
         if cache != "off":
@@ -378,6 +371,18 @@ class ProxyAPI:
     def _deployment_model(self, deployment: str) -> str:
         """An Azure-style inbound call: the deployment is served by `azure` when it is configured."""
         return f"azure/{deployment}" if self.router.available("azure") else deployment
+
+
+def _whole(record: CallRecord, outcome: Outcome) -> WholeAnswer:
+    """A read upstream answer as the client gets it, shareable with followers and the cache."""
+    return WholeAnswer(
+        outcome.response.status_code,
+        passthrough_headers(outcome.response.headers),
+        outcome.body or b"",
+        record.provider or "",
+        record.upstream_model or "",
+        retried=len(record.attempts) > 1,
+    )
 
 
 def _client_token(headers: Headers) -> str:
