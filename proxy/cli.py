@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"study-query-llm: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `study-query-llm report | head`: the reader has what it wanted
+        sys.stdout = None  # type: ignore[assignment]  # no flush of the closed pipe at exit
+        return 0
 
 
 def serve(args: argparse.Namespace) -> int:
