@@ -32,3 +32,33 @@ test: $(VENV)/.installed-dev
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# --- benchmark (bench/README.md) ------------------------------------------------------------
+# `make bench` runs every scenario (about 13 minutes); BENCH_ARGS passes options to bench/run.py,
+# e.g. `make bench BENCH_ARGS="--quick --only b --targets direct,ours"`.
+# matplotlib (bench/requirements.txt) goes into .venv; LiteLLM into its own venv, pinned.
+BENCH_ARGS ?=
+LITELLM_VENV := bench/.venv-litellm
+
+.PHONY: bench
+
+$(VENV)/.installed-bench: bench/requirements.txt $(VENV)/.installed
+	$(BIN)/pip install --quiet -r bench/requirements.txt
+	touch $@
+
+# A failed LiteLLM install does not stop the bench: bench/run.py then says LiteLLM was skipped and why.
+$(LITELLM_VENV)/.installed: bench/litellm/requirements.txt
+	@mkdir -p bench/results
+	@rm -f $@
+	@echo "installing LiteLLM into $(LITELLM_VENV) (log: bench/results/litellm-install.log)"
+	@( ( [ -x $(LITELLM_VENV)/bin/python ] || $(PYTHON) -m venv $(LITELLM_VENV) ) \
+	  && $(LITELLM_VENV)/bin/pip install --upgrade pip \
+	  && $(LITELLM_VENV)/bin/pip install -r bench/litellm/requirements.txt ) \
+	  > bench/results/litellm-install.log 2>&1 \
+	  && touch $@ \
+	  || echo "LiteLLM could not be installed (see bench/results/litellm-install.log): the bench will skip it"
+
+bench: $(VENV)/.installed-bench $(LITELLM_VENV)/.installed
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk; }
+	@command -v taskset >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq util-linux; }
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
