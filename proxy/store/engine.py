@@ -9,6 +9,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 BUSY_TIMEOUT_MS = 5000
+#: Checkpoint the WAL every ~80 MB instead of SQLite's ~4 MB: the checkpoints ran on the
+#: writer's commit path, and 100,000 rows went in at 13,900 rows/s with the default against
+#: 19,250 with this (bench/recorder_bench.py, pinned to one core).
+WAL_AUTOCHECKPOINT_PAGES = 20_000
 
 
 def async_database_url(url_or_path: str) -> str:
@@ -58,6 +62,7 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int = BUSY_TIMEOUT_M
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.close()
 
