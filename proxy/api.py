@@ -49,6 +49,19 @@ class RequestOptions:
     dedup: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One validated client request on its way upstream."""
+
+    record: CallRecord
+    endpoint: str
+    payload: dict[str, Any]
+    routes: list[UpstreamRoute]
+    options: RequestOptions
+    cache: str  # "on", "off" or "refresh", after the header, the alias and the config
+    key: bytes  # what identical requests share: single-flight and cache
+
+
 class ProxyAPI:
     """Everything a request needs, wired once at start-up."""
 
@@ -141,12 +154,12 @@ class ProxyAPI:
             model = validate(endpoint, payload, asked)
             routes = self.router.resolve(model)
             record.provider, record.upstream_model = routes[0].provider, routes[0].upstream_model
-            cache = self._cache_mode(options, model)
             key = request_key(endpoint, routes, self._identity(request, record.client), payload)
+            call = Call(record, endpoint, payload, routes, options, self._cache_mode(options, model), key)
             if payload.get("stream"):
                 record.stream = True
-                return await self._stream(record, routes, endpoint, payload, options, cache, key)
-            return await self._complete(record, routes, endpoint, payload, options, cache, key)
+                return await self._stream(call)
+            return await self._complete(call)
         except ProxyError as exc:
             return self._fail(record, exc)
         except asyncio.CancelledError:  # the server's grace period ran out: the row still counts
@@ -164,98 +177,68 @@ class ProxyAPI:
                 ),
             )
 
-    async def _complete(
-        self,
-        record: CallRecord,
-        routes: list[UpstreamRoute],
-        endpoint: str,
-        payload: dict[str, Any],
-        options: RequestOptions,
-        cache: str,
-        key: bytes,
-    ) -> Response:
-        if cache == "on" and isinstance(hit := self.cache.get(key), WholeAnswer):
+    async def _complete(self, call: Call) -> Response:
+        record = call.record
+        if call.cache == "on" and isinstance(hit := self.cache.get(call.key), WholeAnswer):
             record.cache = "hit"
             return self._answer(record, hit)
 
         async def fetch() -> WholeAnswer | ProxyError:
-            return await self._fetch_whole(record, routes, endpoint, payload, options)
+            return await self._fetch_whole(call)
 
-        if options.dedup:
-            result, leader = await self.flights.run(key, fetch)
+        if call.options.dedup:
+            result, leader = await self.flights.run(call.key, fetch)
         else:
             result, leader = await fetch(), True
         if not leader:
             record.cache = "dedup"
-        elif cache != "off":
+        elif call.cache != "off":
             record.cache = "miss"
         if isinstance(result, ProxyError):
             raise result
-        if leader and cache != "off" and result.status_code == 200:
-            self.cache.put(key, result)
+        if leader and call.cache != "off" and result.status_code == 200:
+            self.cache.put(call.key, result)
         return self._answer(record, result)
 
-    async def _fetch_whole(
-        self,
-        record: CallRecord,
-        routes: list[UpstreamRoute],
-        endpoint: str,
-        payload: dict[str, Any],
-        options: RequestOptions,
-    ) -> WholeAnswer | ProxyError:
+    async def _fetch_whole(self, call: Call) -> WholeAnswer | ProxyError:
         """The upstream answer for the leader of a flight; errors are returned so followers share them."""
         try:
-            outcome = await self._call(record, routes, endpoint, payload, options, stream=False)
+            outcome = await self._upstream(call, call.payload, stream=False)
         except ProxyError as exc:
             return exc
-        return _whole(record, outcome)
+        return _whole(call.record, outcome)
 
-    async def _call(
-        self,
-        record: CallRecord,
-        routes: list[UpstreamRoute],
-        endpoint: str,
-        payload: dict[str, Any],
-        options: RequestOptions,
-        stream: bool,
-    ) -> Outcome:
+    async def _upstream(self, call: Call, payload: dict[str, Any], stream: bool) -> Outcome:
         """Upstream along the routes; an error after retries tells the SDK not to retry again."""
+        record = call.record
         try:
             return await self.caller.call(
-                record, routes, endpoint, payload, max_attempts=options.max_attempts, stream=stream
+                record, call.routes, call.endpoint, payload, max_attempts=call.options.max_attempts, stream=stream
             )
         except ProxyError as exc:
             if len(record.attempts) > 1:
                 exc.headers["x-should-retry"] = "false"
             raise
 
-    async def _stream(
-        self,
-        record: CallRecord,
-        routes: list[UpstreamRoute],
-        endpoint: str,
-        payload: dict[str, Any],
-        options: RequestOptions,
-        cache: str,
-        key: bytes,
-    ) -> Response:
-        if cache == "on" and isinstance(hit := self.cache.get(key), CapturedStream):
+    async def _stream(self, call: Call) -> Response:
+        record, endpoint, payload = call.record, call.endpoint, call.payload
+        if call.cache == "on" and isinstance(hit := self.cache.get(call.key), CapturedStream):
             return self._replay(record, hit)
-        if cache != "off":
+        if call.cache != "off":
             record.cache = "miss"
         stream_options = payload.get("stream_options")
         asked_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
         upstream_payload = payload
         strip_usage = False
         if not asked_usage and endpoint != "embeddings":
-            provider = self.caller.providers[routes[0].provider]
+            provider = self.caller.providers[call.routes[0].provider]
             if provider.accepts_stream_options():
                 extra = stream_options if isinstance(stream_options, dict) else {}
                 upstream_payload = {**payload, "stream_options": {**extra, "include_usage": True}}
                 strip_usage = True
             else:
                 record.notes.append("this provider's api-version does not accept stream_options: no usage asked for")
-        outcome = await self._call(record, routes, endpoint, upstream_payload, options, stream=True)
+        outcome = await self._upstream(call, upstream_payload, stream=True)
         response = outcome.response
         if outcome.body is None and not response.headers.get("content-type", "").startswith("text/event-stream"):
             outcome.body = await response.read()  # a server that answered a stream request whole
@@ -264,11 +247,11 @@ class ProxyAPI:
             return self._answer(record, _whole(record, outcome))
         headers = passthrough_headers(response.headers)
         on_complete = None
-        if cache != "off":
+        if call.cache != "off":
 
             def on_complete(events: bytes, relay: StreamRelay) -> None:
                 self.cache.put(
-                    key,
+                    call.key,
                     CapturedStream(
                         events, headers, relay.assembled(), relay.text, relay.usage,
                         record.provider or "", record.upstream_model or "",
