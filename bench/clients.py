@@ -82,8 +82,8 @@ class Conn:
                 return status, head.lower()
             self.buf += self._recv()
 
-    def call(self, request: bytes) -> tuple[int, int, bytes]:
-        """One non-streaming request → (status, latency in ns, body)."""
+    def _send(self, request: bytes) -> tuple[int, int, bytes]:
+        """Send a request and read the answer's head → (start time in ns, status, lower-cased head)."""
         if self.sock is None:
             self.open()
         assert self.sock is not None
@@ -92,11 +92,16 @@ class Conn:
             self.sock.sendall(request)
             status, head = self._head()
         except (ConnectionError, OSError):
-            # a keep-alive connection the server had closed: retry once on a fresh one
+            # a keep-alive connection the server had closed (uvicorn: after 5 s idle): retry once
             self.open()
             start = perf_ns()
             self.sock.sendall(request)
             status, head = self._head()
+        return start, status, head
+
+    def call(self, request: bytes) -> tuple[int, int, bytes]:
+        """One non-streaming request → (status, latency in ns, body)."""
+        start, status, head = self._send(request)
         body = self._body(head)
         elapsed = perf_ns() - start
         if b"\r\nconnection: close" in head:
@@ -152,19 +157,7 @@ class Conn:
 
     def stream(self, request: bytes) -> StreamTiming:
         """One streaming request: the arrival time of every SSE data event."""
-        if self.sock is None:
-            self.open()
-        assert self.sock is not None
-        start = perf_ns()
-        try:
-            self.sock.sendall(request)
-            status, head = self._head()
-        except (ConnectionError, OSError):
-            # a keep-alive connection the server had closed (uvicorn: after 5 s idle): retry once
-            self.open()
-            start = perf_ns()
-            self.sock.sendall(request)
-            status, head = self._head()
+        start, status, head = self._send(request)
         timing = StreamTiming(status=status, ttft_ns=-1)
         if status != 200:
             self._body(head)
