@@ -19,7 +19,7 @@ from .answers import CapturedStream, WholeAnswer, passthrough_headers
 from .cache import AnswerCache, request_key
 from .config import Settings
 from .errors import ProxyError
-from .providers import Provider
+from .providers import ENDPOINTS, Provider
 from .pricing import Pricer
 from .record import CallRecord, redact_headers
 from .recorder import Recorder
@@ -34,7 +34,6 @@ from .validation import check_content_type, decode_text, parse_payload, read_bod
 
 log = logging.getLogger("proxy.api")
 
-ENDPOINTS = ("chat/completions", "completions", "embeddings")
 ANY_METHOD = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 MAX_RETRIES_PER_REQUEST = 10
 CACHE_MODES = ("on", "off", "refresh")
