@@ -16,6 +16,8 @@ import socket
 import time
 from dataclasses import dataclass, field
 
+from fake_upstream import header_value  # bench/ is on sys.path: run.py puts it there
+
 perf_ns = time.perf_counter_ns
 
 
@@ -109,14 +111,14 @@ class Conn:
         return status, elapsed, body
 
     def _body(self, head: bytes) -> bytes:
-        length = _header(head, b"\r\ncontent-length:")
+        length = header_value(head, b"\r\ncontent-length:")
         if length is not None:
             size = int(length)
             while len(self.buf) < size:
                 self.buf += self._recv()
             body, self.buf = self.buf[:size], self.buf[size:]
             return body
-        if b"chunked" in (_header(head, b"\r\ntransfer-encoding:") or b""):
+        if b"chunked" in (header_value(head, b"\r\ntransfer-encoding:") or b""):
             parts = []
             for piece, _ in self._chunks():
                 parts.append(piece)
@@ -163,7 +165,7 @@ class Conn:
             self._body(head)
             return timing
         pending = b""
-        chunked = b"chunked" in (_header(head, b"\r\ntransfer-encoding:") or b"")
+        chunked = b"chunked" in (header_value(head, b"\r\ntransfer-encoding:") or b"")
         source = self._chunks() if chunked else self._raw_until_close()
         for data, arrival in source:
             pending += data
@@ -199,11 +201,3 @@ class Conn:
                 return
             yield data, perf_ns()
 
-
-def _header(lower_head: bytes, name: bytes) -> bytes | None:
-    start = lower_head.find(name)
-    if start < 0:
-        return None
-    start += len(name)
-    end = lower_head.find(b"\r\n", start)
-    return (lower_head[start:] if end < 0 else lower_head[start:end]).strip()

@@ -215,7 +215,7 @@ class Connection(asyncio.Protocol):
                 return
             method, path = parts[0], parts[1]
             body_start = end + 4
-            length = _header(lower, b"\r\ncontent-length:")
+            length = header_value(lower, b"\r\ncontent-length:")
             if length is not None:
                 try:
                     size = int(length)
@@ -226,7 +226,7 @@ class Connection(asyncio.Protocol):
                     return
                 body = buffer[body_start : body_start + size]
                 self.buffer = buffer[body_start + size :]
-            elif b"\r\ntransfer-encoding:" in lower and b"chunked" in (_header(lower, b"\r\ntransfer-encoding:") or b""):
+            elif b"\r\ntransfer-encoding:" in lower and b"chunked" in (header_value(lower, b"\r\ntransfer-encoding:") or b""):
                 decoded = _dechunk(buffer, body_start)
                 if decoded is None:
                     return
@@ -249,13 +249,13 @@ class Connection(asyncio.Protocol):
             opts = server.options(path)
             latency, chunks, gap = opts.latency, opts.chunks, opts.gap
             if b"x-bench-" in lower_head:
-                value = _header(lower_head, b"\r\nx-bench-latency-ms:")
+                value = header_value(lower_head, b"\r\nx-bench-latency-ms:")
                 if value is not None:
                     latency = float(value) / 1000
-                value = _header(lower_head, b"\r\nx-bench-chunks:")
+                value = header_value(lower_head, b"\r\nx-bench-chunks:")
                 if value is not None:
                     chunks = int(value)
-                value = _header(lower_head, b"\r\nx-bench-gap-ms:")
+                value = header_value(lower_head, b"\r\nx-bench-gap-ms:")
                 if value is not None:
                     gap = float(value) / 1000
             server.count(opts.tag)
@@ -336,7 +336,7 @@ class Connection(asyncio.Protocol):
         self.closed = True
 
 
-def _header(lower_head: bytes, name: bytes) -> bytes | None:
+def header_value(lower_head: bytes, name: bytes) -> bytes | None:
     """The value of a header (`name` given as `\\r\\nname:` in lower case), or None."""
     start = lower_head.find(name)
     if start < 0:
