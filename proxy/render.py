@@ -32,7 +32,7 @@ def render_prompt(endpoint: str, payload: dict[str, Any]) -> str | None:
             if isinstance(message, dict):
                 text = content_text(message.get("content"))
                 for call in message.get("tool_calls") or []:
-                    text += _tool_call_text(call)
+                    text += tool_call_text(call)
                 blocks.append(f"{message.get('role', '?')}: {text}")
         return "\n\n".join(blocks)
     value = payload.get("prompt" if endpoint == "completions" else "input")
@@ -63,12 +63,13 @@ def render_answer(endpoint: str, answer: dict[str, Any]) -> str | None:
         message = choice.get("message") or {}
         text = content_text(message.get("content")) or str(message.get("refusal") or "")
         for call in message.get("tool_calls") or []:
-            text += _tool_call_text(call)
+            text += tool_call_text(call)
         texts.append(text)
     return "\n\n---\n\n".join(texts)
 
 
-def _tool_call_text(call: Any) -> str:
+def tool_call_text(call: Any) -> str:
+    """`[tool call] name(arguments)`: how a tool call reads in the `response` column."""
     function = call.get("function") if isinstance(call, dict) else None
     if not isinstance(function, dict):
         return ""

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from .errors import error_body
+from .render import tool_call_text
 
 DONE = b"[DONE]"
 
@@ -76,7 +77,7 @@ class StreamRelay:
     def _choice_text(self, index: int) -> str:
         text = "".join(self._texts.get(index, []))
         for call in self._tools.get(index, {}).values():
-            text += f"\n[tool call] {call.get('name', '')}({call.get('arguments', '')})"
+            text += tool_call_text({"function": call})
         return text
 
     def _event(self, event: bytes) -> bytes:
