@@ -61,7 +61,6 @@ def create_app(settings: Settings) -> ProxyApp:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await recorder.start()  # migrates the log, replays any spool left by an earlier run
-        await client.open()
         if datasette is not None:
             await datasette.invoke_startup()
         try:

@@ -1,0 +1,283 @@
+"""The upstream HTTP client against raw asyncio servers on loopback: framing, reuse, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from proxy.upstream import READ_HIGH_WATER, UpstreamClient, UpstreamRequest, UpstreamUnreachable
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """(head, body) of one request sent with a Content-Length."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:"))
+    return head, await reader.readexactly(length)
+
+
+def answer(body: bytes, *headers: str, status: str = "200 OK") -> bytes:
+    extra = "".join(f"{h}\r\n" for h in headers)
+    return f"HTTP/1.1 {status}\r\ncontent-length: {len(body)}\r\n{extra}\r\n".encode() + body
+
+
+async def serve(handler: Handler) -> tuple[asyncio.Server, str, list[int]]:
+    """A server on a free loopback port; the list counts the connections it accepted."""
+    accepted: list[int] = []
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(1)
+        try:
+            await handler(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"http://127.0.0.1:{port}/v1/chat/completions", accepted
+
+
+def post(url: str, body: bytes = b'{"x":1}', **headers: str) -> UpstreamRequest:
+    return UpstreamRequest("POST", url, {"content-type": "application/json", **headers}, body)
+
+
+def run(coro: Awaitable[None]) -> None:
+    asyncio.run(asyncio.wait_for(coro, 20))  # type: ignore[arg-type]
+
+
+def test_sends_one_request_and_reads_a_content_length_answer_on_a_reused_connection() -> None:
+    seen: list[tuple[bytes, bytes]] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head, body = await read_request(reader)
+            seen.append((head, body))
+            writer.write(answer(b'{"ok":' + str(len(seen)).encode() + b"}", "content-type: application/json", "x-request-id: r1"))
+            await writer.drain()
+
+    async def main() -> None:
+        server, url, accepted = await serve(handler)
+        client = UpstreamClient()
+        for i in range(3):
+            response = await client.send(post(url, authorization="Bearer op"))
+            assert response.status_code == 200
+            assert response.headers["x-request-id"] == "r1" and response.headers["content-type"] == "application/json"
+            assert await response.read() == b'{"ok":%d}' % (i + 1)
+        assert len(accepted) == 1  # keep-alive: one connection for the three
+        head, body = seen[0]
+        assert head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+        assert b"\r\nhost: 127.0.0.1:" in head and b"\r\nauthorization: Bearer op\r\n" in head
+        assert body == b'{"x":1}'
+        await client.aclose()
+        server.close()
+
+    run(main())
+
+
+def test_streams_a_chunked_answer_piece_by_piece() -> None:
+    release = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        writer.write(b"7\r\ndata: 1\r\n")
+        await writer.drain()
+        await release.wait()
+        writer.write(b"7\r\ndata: 2\r\n0\r\n\r\n")
+        await writer.drain()
+
+    async def main() -> None:
+        server, url, _ = await serve(handler)
+        client = UpstreamClient()
+        response = await client.send(post(url))
+        chunks = response.iter_bytes()
+        assert await anext(chunks) == b"data: 1"  # before the rest exists: nothing is buffered
+        release.set()
+        assert [c async for c in chunks] == [b"data: 2"]
+        await response.close()
+        await client.aclose()
+        server.close()
+
+    run(main())
+
+
+def test_an_answer_ended_by_closing_the_connection_is_read_whole_and_not_reused() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it")
+        await writer.drain()
+
+    async def main() -> None:
+        server, url, accepted = await serve(handler)
+        client = UpstreamClient()
+        for _ in range(2):
+            response = await client.send(post(url))
+            assert await response.read() == b"all of it"
+        assert len(accepted) == 2
+        server.close()
+
+    run(main())
+
+
+def test_gzip_answers_are_decoded() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer(gzip.compress(b'{"zipped":true}'), "content-encoding: gzip"))
+        await writer.drain()
+
+    async def main() -> None:
+        server, url, _ = await serve(handler)
+        response = await UpstreamClient().send(post(url))
+        assert await response.read() == b'{"zipped":true}'
+        server.close()
+
+    run(main())
+
+
+def test_a_reused_connection_the_server_closed_is_replaced_transparently() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer(b"one"))  # keep-alive promised...
+        await writer.drain()
+        await read_request(reader)  # ...but the next request on it finds the server closing
+
+    async def main() -> None:
+        server, url, accepted = await serve(handler)
+        client = UpstreamClient()
+        assert await (await client.send(post(url))).read() == b"one"
+        assert await (await client.send(post(url))).read() == b"one"
+        assert len(accepted) == 2
+        server.close()
+
+    run(main())
+
+
+def test_an_error_status_is_an_answer_not_an_exception() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer(b'{"error":{"message":"slow down"}}', "retry-after-ms: 250", status="429 Too Many Requests"))
+        await writer.drain()
+
+    async def main() -> None:
+        server, url, _ = await serve(handler)
+        response = await UpstreamClient().send(post(url))
+        assert response.status_code == 429 and response.headers["retry-after-ms"] == "250"
+        assert b"slow down" in await response.read()
+        server.close()
+
+    run(main())
+
+
+def test_no_answer_within_the_first_byte_timeout_is_a_timeout() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(5)
+
+    async def main() -> None:
+        server, url, _ = await serve(handler)
+        with pytest.raises(UpstreamUnreachable) as caught:
+            await UpstreamClient(first_byte_timeout=0.2).send(post(url))
+        assert caught.value.kind == "timeout"
+        server.close()
+
+    run(main())
+
+
+def test_a_body_that_stalls_midway_is_a_timeout() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhalf")
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    async def main() -> None:
+        server, url, _ = await serve(handler)
+        response = await UpstreamClient(first_byte_timeout=0.2).send(post(url))
+        with pytest.raises(UpstreamUnreachable) as caught:
+            await response.read()
+        assert caught.value.kind == "timeout"
+        server.close()
+
+    run(main())
+
+
+def test_a_connection_cut_mid_answer_is_a_protocol_error() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhalf")
+        await writer.drain()
+
+    async def main() -> None:
+        server, url, _ = await serve(handler)
+        response = await UpstreamClient().send(post(url))
+        with pytest.raises(UpstreamUnreachable) as caught:
+            await response.read()
+        assert caught.value.kind == "protocol"
+        server.close()
+
+    run(main())
+
+
+def test_garbage_instead_of_http_is_a_protocol_error() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"SSH-2.0-OpenSSH\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(1)
+
+    async def main() -> None:
+        server, url, _ = await serve(handler)
+        with pytest.raises(UpstreamUnreachable) as caught:
+            await UpstreamClient().send(post(url))
+        assert caught.value.kind == "protocol"
+        server.close()
+
+    run(main())
+
+
+def test_nothing_listening_is_a_connect_error() -> None:
+    async def main() -> None:
+        server, url, _ = await serve(lambda r, w: asyncio.sleep(0))
+        server.close()
+        await server.wait_closed()
+        with pytest.raises(UpstreamUnreachable) as caught:
+            await UpstreamClient().send(post(url))
+        assert caught.value.kind == "connect"
+
+    run(main())
+
+
+def test_a_header_value_with_a_line_break_is_never_sent() -> None:
+    async def main() -> None:
+        with pytest.raises(UpstreamUnreachable, match="line break"):
+            await UpstreamClient().send(post("http://127.0.0.1:9/x", authorization="Bearer a\r\nx-evil: 1"))
+
+    run(main())
+
+
+def test_a_large_answer_is_read_whole_with_reading_paused_and_resumed() -> None:
+    big = b"x" * (READ_HIGH_WATER * 3)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            writer.write(answer(big))
+            await writer.drain()
+
+    async def main() -> None:
+        server, url, accepted = await serve(handler)
+        client = UpstreamClient()
+        response = await client.send(post(url))
+        await asyncio.sleep(0.2)  # let the server fill the buffers while nobody reads
+        assert await response.read() == big
+        assert await (await client.send(post(url))).read() == big  # the connection went back to the pool
+        assert len(accepted) == 1
+        server.close()
+
+    run(main())
