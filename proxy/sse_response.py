@@ -10,7 +10,6 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 
-import anyio
 from starlette.types import Receive, Scope, Send
 
 from .record import Attempt, CallRecord
@@ -49,27 +48,40 @@ class RelayedStream:
         self.relay = relay
         self.recorder = recorder
         self.headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in {**headers, **STREAM_HEADERS}.items()]
+        self._finished = False  # the last byte is on its way: a hang-up now changes nothing
+        self._client_left = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         error: str | None = CLIENT_DISCONNECTED
+        relay_task = asyncio.current_task()
+        assert relay_task is not None
+        watcher = asyncio.create_task(self._watch_disconnect(receive, relay_task))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.headers})
-            async with anyio.create_task_group() as group:
-                group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
-                error = await self._relay(send)
-                group.cancel_scope.cancel()
-        except* OSError:
+            error = await self._relay(send)
+        except OSError:
             pass  # the client went away while we were sending to it
-        except* asyncio.CancelledError:
-            error = SHUT_DOWN  # cancelled from outside: the server's grace period ran out
-            raise
-        except* Exception as failure:
+        except asyncio.CancelledError:
+            if not (self._client_left and relay_task.uncancel() == 0):
+                error = SHUT_DOWN  # cancelled from outside: the server's grace period ran out
+                raise
+            # cancelled by the watcher: the client left, which the row says; nothing to raise
+        except Exception as failure:
             log.error("stream of request %s failed in the proxy", self.record.request_id, exc_info=failure)
-            error = f"the proxy failed mid-stream: {failure.exceptions[0]!r}"
+            error = f"the proxy failed mid-stream: {failure!r}"
         finally:
-            with anyio.CancelScope(shield=True):
-                await self.response.close()
+            self._finished = True
+            watcher.cancel()
+            await self.response.close()
             self._record(error)
+
+    async def _watch_disconnect(self, receive: Receive, relay_task: asyncio.Task[None]) -> None:
+        """Cancel the relay as soon as the client hangs up, even while upstream is silent."""
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if not self._finished:
+            self._client_left = True
+            relay_task.cancel()
 
     async def _relay(self, send: Send) -> str | None:
         """Forward upstream events until the end; return the error the stream ended with, if any."""
@@ -78,9 +90,10 @@ class RelayedStream:
         chunks = self.response.iter_bytes()
         try:
             while True:
-                with anyio.move_on_after(self.idle_timeout) as idle:
-                    chunk = await anext(chunks, None)
-                if idle.cancelled_caught:
+                try:
+                    async with asyncio.timeout(self.idle_timeout):
+                        chunk = await anext(chunks, None)
+                except TimeoutError:
                     error = f"upstream sent nothing for {self.idle_timeout:g}s mid-stream"
                     tail = error_event(error, code="upstream_stream_timeout")
                     break
@@ -97,6 +110,7 @@ class RelayedStream:
             tail = error_event(error, code="upstream_stream_error")
         finally:
             await chunks.aclose()
+        self._finished = True
         await send({"type": "http.response.body", "body": tail, "more_body": False})
         if error is None and relay.error is not None:
             error = str(relay.error.get("message") or relay.error)
@@ -115,8 +129,3 @@ class RelayedStream:
         record.finish(200, error)
         self.recorder.submit(record)
 
-
-async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    scope.cancel()
