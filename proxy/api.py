@@ -6,11 +6,11 @@ import asyncio
 import hashlib
 import hmac
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -105,7 +105,7 @@ class ProxyAPI:
 
     async def models(self, request: Request) -> Response:
         try:
-            self._authenticate(request)
+            self._authenticate(plain_headers(request))
         except ProxyError as exc:
             return Response(exc.json(), exc.status_code, media_type="application/json")
         data = [
@@ -123,7 +123,7 @@ class ProxyAPI:
         """Any other `/v1/…` call: a recorded 404 (or 405 for a known path and the wrong method)."""
         path = request.path_params["path"]
         record = CallRecord(path)
-        self._read_study_headers(request, record)
+        self._read_study_headers(plain_headers(request), record)
         if path in (*ENDPOINTS, "models"):
             method = "GET" if path == "models" else "POST"
             error = ProxyError(405, f"Use {method} for /v1/{path}, not {request.method}.", code="method_not_allowed")
@@ -137,14 +137,15 @@ class ProxyAPI:
 
     async def handle(self, request: Request, endpoint: str) -> Response:
         record = CallRecord(endpoint, pricer=self.pricer)
-        self._read_study_headers(request, record)
+        headers = plain_headers(request)
+        self._read_study_headers(headers, record)
         try:
-            record.client = self._authenticate(request)
-            options = self._options(request.headers)
-            record.study_metadata = _study_metadata(request.headers)
-            body = await read_body(request, self.settings.max_body_bytes)
+            record.client = self._authenticate(headers)
+            options = self._options(headers)
+            record.study_metadata = _study_metadata(headers)
+            body = await read_body(request, headers, self.settings.max_body_bytes)
             record.request_text = body.decode("utf-8", "replace")
-            check_content_type(request)
+            check_content_type(headers)
             decode_text(body)
             payload = record.payload = parse_payload(body)
             deployment = request.path_params.get("deployment")
@@ -153,7 +154,7 @@ class ProxyAPI:
             model = validate(endpoint, payload, asked)
             routes = self.router.resolve(model)
             record.provider, record.upstream_model = routes[0].provider, routes[0].upstream_model
-            key = request_key(endpoint, routes, self._identity(request, record.client), payload)
+            key = request_key(endpoint, routes, self._identity(headers, record.client), payload)
             call = Call(record, endpoint, payload, routes, options, self._cache_mode(options, model), key)
             if payload.get("stream"):
                 record.stream = True
@@ -301,8 +302,7 @@ class ProxyAPI:
             headers["x-study-cache"] = record.cache
         return headers
 
-    def _read_study_headers(self, request: Request, record: CallRecord) -> None:
-        headers = request.headers
+    def _read_study_headers(self, headers: Mapping[str, str], record: CallRecord) -> None:
         record.session_id = headers.get("x-study-session") or None
         tags = headers.get("x-study-tags")
         if tags:
@@ -311,7 +311,7 @@ class ProxyAPI:
         record.log_full = headers.get("x-study-log", "full").strip().lower() != "meta"
         record.request_headers = redact_headers(headers)
 
-    def _options(self, headers: Headers) -> RequestOptions:
+    def _options(self, headers: Mapping[str, str]) -> RequestOptions:
         max_attempts = self.settings.retry.max_attempts
         retries = headers.get("x-study-retries")
         if retries is not None:
@@ -332,22 +332,22 @@ class ProxyAPI:
             return options.cache
         return "on" if self.settings.cache.enabled or model in self.settings.cached_aliases else "off"
 
-    def _authenticate(self, request: Request) -> str | None:
+    def _authenticate(self, headers: Mapping[str, str]) -> str | None:
         """The client alias of a valid proxy key; None when the operator set no proxy keys."""
         keys = self.settings.client_keys
         if not keys:
             return None
-        token = _client_token(request.headers)
+        token = _client_token(headers)
         for key, alias in keys.items():
             if hmac.compare_digest(key.encode(), token.encode()):
                 return alias
         raise ProxyError(401, "Missing or invalid proxy API key.", code="invalid_api_key")
 
-    def _identity(self, request: Request, client: str | None) -> str:
+    def _identity(self, headers: Mapping[str, str], client: str | None) -> str:
         """Who is asking, for cache and de-duplication keys: the client alias, else a hash of its key."""
         if client is not None:
             return f"client:{client}"
-        token = _client_token(request.headers)
+        token = _client_token(headers)
         return hashlib.sha256(token.encode()).hexdigest() if token else ""
 
     def _deployment_model(self, deployment: str) -> str:
@@ -367,14 +367,20 @@ def _whole(record: CallRecord, outcome: Outcome) -> WholeAnswer:
     )
 
 
-def _client_token(headers: Headers) -> str:
+def plain_headers(request: Request) -> dict[str, str]:
+    """The request's headers as a dict, read once: Starlette's `Headers` scans its list and
+    raises KeyError inside for every absent name, and a call asks for a dozen, most absent."""
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in request.scope["headers"]}
+
+
+def _client_token(headers: Mapping[str, str]) -> str:
     authorization = headers.get("authorization", "")
     if authorization[:7].lower() == "bearer ":
         return authorization[7:].strip()
     return headers.get("api-key", "")
 
 
-def _study_metadata(headers: Headers) -> dict[str, Any] | None:
+def _study_metadata(headers: Mapping[str, str]) -> dict[str, Any] | None:
     """`X-Study-Metadata`: a JSON object for the row's `metadata`, never sent upstream."""
     value = headers.get("x-study-metadata")
     if value is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -15,9 +16,9 @@ JSON_TYPES = ("application/json", "text/json")
 REQUIRED_INPUT = {"chat/completions": "messages", "completions": "prompt", "embeddings": "input"}
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, headers: Mapping[str, str], limit: int) -> bytes:
     """The raw body, refused with 413 as soon as it is known to exceed `limit` bytes."""
-    declared = request.headers.get("content-length", "")
+    declared = headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     chunks, size = [], 0
@@ -29,8 +30,8 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def check_content_type(request: Request) -> None:
-    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+def check_content_type(headers: Mapping[str, str]) -> None:
+    content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type and content_type not in JSON_TYPES:
         raise ProxyError(
             415,
