@@ -13,8 +13,9 @@ migration and the writes):
 The records are built once, up front, like the ones the proxy hands over for a logged
 non-streaming chat call (request body, redacted headers, upstream answer with usage, one
 attempt); the clock runs from the first `submit()` until `recorder.written` reaches N,
-so it includes rendering the rows (`CallRecord.rows()`), the SQLite inserts, the
-full-text index and the commits: everything the writer task does per row.
+so it includes rendering the rows (`CallRecord.rows()`, in the recorder's task), the SQLite
+inserts, the full-text index and the commits (in the store's writer thread): everything
+the recorder does per row.
 """
 
 from __future__ import annotations

@@ -505,7 +505,11 @@ def _describe(exc: BaseException) -> str:
 
 def is_row_error(exc: BaseException | None) -> bool:
     """True when the database refused the rows themselves (a value out of range, a constraint),
-    False when it is unavailable (locked, read-only, full, unreachable), where spooling helps."""
+    False when it is unavailable (locked, read-only, full, unreachable), where spooling helps.
+
+    A SQLite file's writes raise sqlite3's own errors (OverflowError for an integer past 64
+    bits); PostgreSQL's come wrapped by SQLAlchemy, the driver's error in `orig`.
+    """
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))

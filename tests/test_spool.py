@@ -3,17 +3,25 @@
 import asyncio
 import errno
 import os
+import re
 import socket
 import sqlite3
+import threading
+import time
 import uuid
 from pathlib import Path
 
 import orjson
 import pytest
+from sqlalchemy import event
 
-from proxy.record import CallRecord
+from proxy import record as record_module
+from proxy.record import CallRecord, new_request_id
+from proxy.recorder import is_row_error
 from proxy.spool import DEFAULT_SPOOL, Spool, decode, encode
 from proxy.store import Store
+from proxy.store.engine import WAL_AUTOCHECKPOINT_PAGES
+from proxy.store.writer import SQLiteWriter
 
 POSTGRES_URL = os.environ.get("STUDY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -298,6 +306,133 @@ def test_write_migrates_a_database_that_was_not_migrated(tmp_path):
     assert count(tmp_path / "log.db") == 2
 
 
+# -- the store's SQLite writer thread -------------------------------------------------------
+
+
+def test_a_sqlite_write_is_one_call_in_the_writer_thread_not_through_sqlalchemy(tmp_path, monkeypatch):
+    async def go():
+        store = await new_store(tmp_path / "log.db")
+        through_sqlalchemy: list[str] = []
+        event.listen(store.engine.sync_engine, "before_cursor_execute", lambda *a: through_sqlalchemy.append(a[2]))
+        threads, real = [], SQLiteWriter._transaction
+
+        def spy(self, fn, *args):
+            threads.append(threading.current_thread())
+            return real(self, fn, *args)
+
+        monkeypatch.setattr(SQLiteWriter, "_transaction", spy)
+        for i in range(3):
+            await store.write(*batch(4, attempts_each=2, start=i * 4))
+        await store.dispose()
+        return through_sqlalchemy, threads
+
+    through_sqlalchemy, threads = asyncio.run(go())
+    assert through_sqlalchemy == []
+    assert len(threads) == 3 and len(set(threads)) == 1  # one hop per batch, always the same thread
+    assert threads[0].name.startswith("sqlite-writer") and threads[0] is not threading.main_thread()
+    threads[0].join(timeout=5)
+    assert not threads[0].is_alive()  # dispose() ended it
+    assert count(tmp_path / "log.db") == 12 and count(tmp_path / "log.db", "attempts") == 24
+    assert query(tmp_path / "log.db", "SELECT count(*) FROM inference_runs_fts")[0][0] == 12
+
+
+def test_every_value_is_stored_as_given_whichever_columns_are_null_in_the_batch(tmp_path):
+    runs, attempt_rows = batch(4, attempts_each=2)
+    runs[1]["error"], runs[2]["session_id"] = "boom", "s1"  # NULL in some rows, not in all
+    attempt_rows[3]["error"] = "retried"
+    lone_run, lone_attempts = batch(1, start=9)  # a batch of one: every NULL column alone
+
+    async def go():
+        store = await new_store(tmp_path / "log.db")
+        await store.write(runs, attempt_rows)
+        await store.write(lone_run, lone_attempts)
+        await store.dispose()
+
+    asyncio.run(go())
+    db = sqlite3.connect(tmp_path / "log.db")
+    db.row_factory = sqlite3.Row
+    stored = [{k: r[k] for k in runs[0]} for r in db.execute("SELECT * FROM inference_runs ORDER BY id")]
+    stored_attempts = [{k: r[k] for k in attempt_rows[0]} for r in db.execute("SELECT * FROM attempts ORDER BY id")]
+    db.close()
+    assert stored == runs + lone_run
+    assert stored_attempts == attempt_rows + lone_attempts
+
+
+def test_the_writer_connection_gets_the_same_pragmas_as_the_engine(tmp_path):
+    pragmas = ["PRAGMA journal_mode", "PRAGMA synchronous", "PRAGMA busy_timeout", "PRAGMA wal_autocheckpoint"]
+
+    async def go():
+        store = Store(str(tmp_path / "log.db"), busy_timeout_ms=1234)
+        await store.migrate()
+        await store.write(*batch(1))
+        writer = await store._writer.transaction(lambda c: [c.execute(q).fetchone()[0] for q in pragmas])
+        async with store.engine.connect() as conn:
+            engine = [(await conn.exec_driver_sql(q)).scalar() for q in pragmas]
+        await store.dispose()
+        return writer, engine
+
+    writer, engine = asyncio.run(go())
+    assert writer == engine == ["wal", 1, 1234, WAL_AUTOCHECKPOINT_PAGES]  # synchronous=NORMAL is 1
+
+
+def test_a_refused_batch_is_rolled_back_whole_and_the_next_one_is_written(tmp_path):
+    async def go():
+        store = await new_store(tmp_path / "log.db")
+        runs, attempt_rows = batch(3)
+        attempt_rows[-1]["latency_ms"] = 2**70  # refused by sqlite3 itself, after the runs went in
+        with pytest.raises(OverflowError) as refused:
+            await store.write(runs, attempt_rows)
+        await store.write(*batch(2, start=10))
+        await store.dispose()
+        return refused.value
+
+    refused = asyncio.run(go())
+    assert is_row_error(refused)
+    assert count(tmp_path / "log.db") == 2 and count(tmp_path / "log.db", "attempts") == 2
+    assert query(tmp_path / "log.db", "SELECT count(*) FROM inference_runs_fts")[0][0] == 2
+
+
+def test_a_locked_database_raises_sqlite3s_own_error_and_counts_as_unavailable(tmp_path):
+    db = tmp_path / "log.db"
+
+    async def go():
+        store = Store(str(db), busy_timeout_ms=50)
+        await store.migrate()
+        locker = sqlite3.connect(db, isolation_level=None)
+        locker.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(sqlite3.OperationalError, match="locked") as locked:
+                await store.write(*batch(1))
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        await store.write(*batch(1, start=5))  # the writer's connection is not left in a transaction
+        await store.dispose()
+        return locked.value
+
+    locked = asyncio.run(go())
+    assert not is_row_error(locked)
+    assert count(db) == 1
+
+
+def test_an_in_memory_database_is_written_through_the_engine():
+    async def go():
+        store = Store("sqlite:///:memory:")
+        await store.migrate()
+        runs, attempt_rows = batch(3, attempts_each=2)
+        await store.write(runs, attempt_rows)
+        await store.write(runs, attempt_rows)
+        async with store.engine.connect() as conn:
+            counts = [
+                (await conn.exec_driver_sql(f"SELECT count(*) FROM {table}")).scalar()
+                for table in ("inference_runs", "attempts", "inference_runs_fts")
+            ]
+        await store.dispose()
+        return counts
+
+    assert asyncio.run(go()) == [3, 6, 3]
+
+
 @pytest.mark.skipif(not postgres_listening(), reason="no PostgreSQL on 127.0.0.1:5432")
 def test_idempotent_writes_and_replay_on_postgres(tmp_path):
     async def go():
@@ -326,7 +461,31 @@ def test_idempotent_writes_and_replay_on_postgres(tmp_path):
     assert not spool.exists()
 
 
-def test_request_ids_are_our_own_uuids():
+def test_request_ids_are_our_own_time_ordered_uuids():
     runs, _ = batch(3)
+    now_ms = time.time_ns() // 1_000_000
     for run in runs:
-        assert uuid.UUID(hex=run["request_id"]).version == 4
+        assert re.fullmatch("[0-9a-f]{32}", run["request_id"])
+        parsed = uuid.UUID(hex=run["request_id"])
+        assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+        assert abs(int(run["request_id"][:12], 16) - now_ms) < 60_000  # 48 bits of Unix milliseconds
+    assert len({run["request_id"] for run in runs}) == 3
+
+
+def test_a_later_request_id_sorts_after_an_earlier_one_whatever_its_random_bits(monkeypatch):
+    clock = iter([1_700_000_000_000, 1_700_000_000_001, 1_700_000_000_002])
+    randoms = iter([2**80 - 1, 0, 2**79])  # the earlier ids get the larger random parts
+    monkeypatch.setattr(record_module.time, "time_ns", lambda: next(clock) * 1_000_000)
+    monkeypatch.setattr(record_module.random, "getrandbits", lambda k: next(randoms) & (2**k - 1))
+    ids = [new_request_id() for _ in range(3)]
+    monkeypatch.undo()
+    assert sorted(ids) == ids and len(set(ids)) == 3
+    assert all(uuid.UUID(hex=i).version == 7 and uuid.UUID(hex=i).variant == uuid.RFC_4122 for i in ids)
+
+
+def test_request_ids_sort_by_time_on_the_real_clock():
+    ids = []
+    for _ in range(5):
+        ids.append(new_request_id())
+        time.sleep(0.002)  # into the next millisecond
+    assert sorted(ids) == ids

@@ -1,17 +1,26 @@
-"""Async engines for the log: SQLite (WAL, NORMAL sync, busy timeout, BEGIN IMMEDIATE) or PostgreSQL."""
+"""Connections to the log: SQLite (WAL, NORMAL sync, busy timeout, BEGIN IMMEDIATE) or PostgreSQL.
+
+SQLAlchemy's async engine serves migrations (and every PostgreSQL statement); the SQLite
+writes go through a plain `sqlite3` connection (`connect_sqlite`, used by
+`proxy.store.writer`). Both get their pragmas from `configure_sqlite_connection`.
+"""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 BUSY_TIMEOUT_MS = 5000
-#: Checkpoint the WAL every ~80 MB instead of SQLite's ~4 MB: the checkpoints ran on the
-#: writer's commit path, and 100,000 rows went in at 13,900 rows/s with the default against
-#: 19,250 with this (bench/recorder_bench.py, pinned to one core).
+#: Checkpoint the WAL every ~80 MB instead of SQLite's ~4 MB: checkpoints run inside the
+#: writer's COMMIT (copy and fsync), and a larger WAL copies an often-rewritten page (an
+#: index's last leaf, full-text segments) once for many commits. Writing 100,000 rows on
+#: the writer thread's connection, pinned to one core, COMMIT cost 30-41 µs a row with the
+#: default against 10-12 with this (and ~4 with no checkpoint at all).
 WAL_AUTOCHECKPOINT_PAGES = 20_000
 
 
@@ -53,18 +62,39 @@ def create_engine(url_or_path: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> A
     return engine
 
 
+def configure_sqlite_connection(connection: Any, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
+    """The log's pragmas, on a `sqlite3` connection or SQLAlchemy's aiosqlite adapter of one.
+
+    The busy timeout comes first, so that switching to WAL waits for a lock like any write;
+    WAL + NORMAL sync make batches fast and durable. We emit BEGIN IMMEDIATE ourselves (no
+    implicit transactions), so the busy timeout applies when a writer starts, not mid-batch.
+    """
+    connection.isolation_level = None
+    cursor = connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+    cursor.close()
+
+
+def connect_sqlite(path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Connection:
+    """A plain `sqlite3` connection to the log file, configured like the engine's (for the writer thread)."""
+    connection = sqlite3.connect(path)
+    try:
+        configure_sqlite_connection(connection, busy_timeout_ms)
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
 def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
-    """WAL + NORMAL sync for fast durable batches; BEGIN IMMEDIATE so busy_timeout applies to writers."""
+    """The pragmas on every connection of the engine; BEGIN IMMEDIATE for its transactions."""
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
-        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        cursor.close()
+        configure_sqlite_connection(dbapi_connection, busy_timeout_ms)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection):  # type: ignore[no-untyped-def]
