@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson  # noqa: E402
 
+from proxy.cli import tune_garbage_collector  # noqa: E402
 from proxy.record import CallRecord, redact_headers  # noqa: E402
 from proxy.recorder import Recorder  # noqa: E402
 from proxy.store import Store  # noqa: E402
@@ -135,6 +136,7 @@ def main() -> int:
     args = parser.parse_args()
     started = time.perf_counter()
     records = build_records(args.rows)
+    tune_garbage_collector()  # as `serve` does: the records built up front are never rescanned
     print(json.dumps({"built": args.rows, "seconds": round(time.perf_counter() - started, 2)}), file=sys.stderr, flush=True)
     try:
         import uvloop  # type: ignore[import-not-found]
