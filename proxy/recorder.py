@@ -1,8 +1,10 @@
 """One writer task between the handlers and the database: handlers hand over, never wait.
 
 Records wait in memory; the writer takes whatever is waiting (up to `max_batch`) and
-writes it in one transaction, so batches grow by themselves under load and a lone
-request is written at once. `submit()` is synchronous and O(1) whatever the database does.
+writes it in one transaction, so batches grow by themselves under load. A small batch
+first waits `linger` seconds (20 ms) for company: at a few hundred calls a second that
+makes one commit of several rows instead of one commit per row, which cost the proxy's
+core more than the call itself. `submit()` is synchronous and O(1) whatever the database does.
 
 When the database cannot be written (locked past the busy timeout, missing, read-only,
 out of space, server down), the batch is tried once more if it failed fast, then:
@@ -69,6 +71,7 @@ class Recorder:
         self,
         store: Store,
         max_batch: int = 500,
+        linger: float = 0.02,
         high_water: int = 50_000,
         *,
         spool: Spool | str | os.PathLike[str] | None = None,
@@ -80,6 +83,7 @@ class Recorder:
     ) -> None:
         self.store = store
         self.max_batch = max_batch
+        self.linger = linger
         self.high_water = high_water
         if spool is None:
             spool = Spool.beside(store)
@@ -207,6 +211,8 @@ class Recorder:
                 if self._degraded and asyncio.get_running_loop().time() >= self._next_retry:
                     await self._recover()
                 if self._pending:
+                    if len(self._pending) < self.max_batch and self.linger and not (self._closing or self._degraded):
+                        await asyncio.sleep(self.linger)
                     batch = [self._pending.popleft() for _ in range(min(self.max_batch, len(self._pending)))]
                     await self._process(batch)
                     continue

@@ -56,6 +56,42 @@ def test_rows_are_written_in_batches_and_drained_on_stop(tmp_path):
     assert [r["rowid"] for r in fts] == [8]
 
 
+def test_rows_arriving_one_by_one_share_a_commit_and_none_waits_longer_than_the_linger(tmp_path):
+    async def go():
+        store = Store(str(tmp_path / "log.db"))
+        await store.migrate()
+        batches = []
+        real_write = store.write
+
+        async def counting_write(runs, attempt_rows):
+            batches.append(len(runs))
+            await real_write(runs, attempt_rows)
+
+        store.write = counting_write
+        recorder = Recorder(store, linger=0.2)
+        await recorder.start()
+        for i in range(5):  # a trickle: one row every 10 ms, well inside the linger
+            recorder.submit(finished(i))
+            await asyncio.sleep(0.01)
+        started = asyncio.get_running_loop().time()
+        while recorder.written < 5:
+            await asyncio.sleep(0.005)
+        waited = asyncio.get_running_loop().time() - started
+        lone = finished(99)
+        recorder.submit(lone)
+        lone_started = asyncio.get_running_loop().time()
+        while recorder.written < 6:
+            await asyncio.sleep(0.005)
+        lone_waited = asyncio.get_running_loop().time() - lone_started
+        await recorder.stop()
+        await store.dispose()
+        return batches, waited, lone_waited
+
+    batches, waited, lone_waited = asyncio.run(go())
+    assert batches == [5, 1]  # the trickle went in as one transaction, the lone row as its own
+    assert waited < 0.2 and 0.15 < lone_waited < 1.0
+
+
 def test_sqlite_runs_in_wal_mode_and_migrations_are_recorded(tmp_path):
     async def go():
         store = Store(str(tmp_path / "log.db"))
