@@ -43,6 +43,18 @@ async def serve(handler: Handler) -> tuple[asyncio.Server, str, list[int]]:
     return server, f"http://127.0.0.1:{port}/v1/chat/completions", accepted
 
 
+def answering(data: bytes, then_wait: float = 0.0) -> Handler:
+    """A handler that reads one request, sends `data`, and keeps the connection `then_wait` seconds."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(data)
+        await writer.drain()
+        await asyncio.sleep(then_wait)
+
+    return handler
+
+
 def post(url: str, body: bytes = b'{"x":1}', **headers: str) -> UpstreamRequest:
     return UpstreamRequest("POST", url, {"content-type": "application/json", **headers}, body)
 
@@ -108,13 +120,8 @@ def test_streams_a_chunked_answer_piece_by_piece() -> None:
 
 
 def test_an_answer_ended_by_closing_the_connection_is_read_whole_and_not_reused() -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it")
-        await writer.drain()
-
     async def main() -> None:
-        server, url, accepted = await serve(handler)
+        server, url, accepted = await serve(answering(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it"))
         client = UpstreamClient()
         for _ in range(2):
             response = await client.send(post(url))
@@ -126,13 +133,8 @@ def test_an_answer_ended_by_closing_the_connection_is_read_whole_and_not_reused(
 
 
 def test_gzip_answers_are_decoded() -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(answer(gzip.compress(b'{"zipped":true}'), "content-encoding: gzip"))
-        await writer.drain()
-
     async def main() -> None:
-        server, url, _ = await serve(handler)
+        server, url, _ = await serve(answering(answer(gzip.compress(b'{"zipped":true}'), "content-encoding: gzip")))
         response = await UpstreamClient().send(post(url))
         assert await response.read() == b'{"zipped":true}'
         server.close()
@@ -159,13 +161,8 @@ def test_a_reused_connection_the_server_closed_is_replaced_transparently() -> No
 
 
 def test_an_error_status_is_an_answer_not_an_exception() -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(answer(b'{"error":{"message":"slow down"}}', "retry-after-ms: 250", status="429 Too Many Requests"))
-        await writer.drain()
-
     async def main() -> None:
-        server, url, _ = await serve(handler)
+        server, url, _ = await serve(answering(answer(b'{"error":{"message":"slow down"}}', "retry-after-ms: 250", status="429 Too Many Requests")))
         response = await UpstreamClient().send(post(url))
         assert response.status_code == 429 and response.headers["retry-after-ms"] == "250"
         assert b"slow down" in await response.read()
@@ -174,68 +171,28 @@ def test_an_error_status_is_an_answer_not_an_exception() -> None:
     run(main())
 
 
-def test_no_answer_within_the_first_byte_timeout_is_a_timeout() -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        await asyncio.sleep(5)
+HALF_A_BODY = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhalf"
 
+
+@pytest.mark.parametrize(
+    "sent, then_wait, fails_in, kind",
+    [
+        (b"", 5, "send", "timeout"),  # no answer within the first-byte timeout
+        (HALF_A_BODY, 5, "read", "timeout"),  # the body stalls midway
+        (HALF_A_BODY, 0, "read", "protocol"),  # the connection is cut mid-answer
+        (b"SSH-2.0-OpenSSH\r\n\r\n", 1, "send", "protocol"),  # not HTTP at all
+    ],
+    ids=["no-answer", "stalled-body", "cut-body", "not-http"],
+)
+def test_upstream_failures_are_told_apart(sent: bytes, then_wait: float, fails_in: str, kind: str) -> None:
     async def main() -> None:
-        server, url, _ = await serve(handler)
+        server, url, _ = await serve(answering(sent, then_wait))
+        client = UpstreamClient(first_byte_timeout=0.2)
         with pytest.raises(UpstreamUnreachable) as caught:
-            await UpstreamClient(first_byte_timeout=0.2).send(post(url))
-        assert caught.value.kind == "timeout"
-        server.close()
-
-    run(main())
-
-
-def test_a_body_that_stalls_midway_is_a_timeout() -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhalf")
-        await writer.drain()
-        await asyncio.sleep(5)
-
-    async def main() -> None:
-        server, url, _ = await serve(handler)
-        response = await UpstreamClient(first_byte_timeout=0.2).send(post(url))
-        with pytest.raises(UpstreamUnreachable) as caught:
+            response = await client.send(post(url))
+            assert fails_in == "read", "the answer's head should not have come through"
             await response.read()
-        assert caught.value.kind == "timeout"
-        server.close()
-
-    run(main())
-
-
-def test_a_connection_cut_mid_answer_is_a_protocol_error() -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhalf")
-        await writer.drain()
-
-    async def main() -> None:
-        server, url, _ = await serve(handler)
-        response = await UpstreamClient().send(post(url))
-        with pytest.raises(UpstreamUnreachable) as caught:
-            await response.read()
-        assert caught.value.kind == "protocol"
-        server.close()
-
-    run(main())
-
-
-def test_garbage_instead_of_http_is_a_protocol_error() -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"SSH-2.0-OpenSSH\r\n\r\n")
-        await writer.drain()
-        await asyncio.sleep(1)
-
-    async def main() -> None:
-        server, url, _ = await serve(handler)
-        with pytest.raises(UpstreamUnreachable) as caught:
-            await UpstreamClient().send(post(url))
-        assert caught.value.kind == "protocol"
+        assert caught.value.kind == kind
         server.close()
 
     run(main())
