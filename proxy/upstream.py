@@ -239,9 +239,7 @@ class _Connection(asyncio.Protocol):
         self._response = None
         self._got_bytes = False
         self._keep_alive = False
-        self.transport.write(head + body if len(body) < 65536 else head)
-        if len(body) >= 65536:
-            self.transport.write(body)
+        self.transport.writelines((head, body))  # one system call (writev) for head and body
         try:
             async with asyncio.timeout(self._read_timeout):
                 return await self._head
