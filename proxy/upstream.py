@@ -294,13 +294,20 @@ class _Closed(Exception):
 class UpstreamClient:
     """A keep-alive connection pool shared by every request of the process."""
 
-    def __init__(self, connect_timeout: float = 10.0, first_byte_timeout: float = 600.0, keepalive_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        connect_timeout: float = 10.0,
+        first_byte_timeout: float = 600.0,
+        keepalive_s: float = 30.0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        """`tls` verifies https upstreams; by default against certifi's roots."""
         self.connect_timeout = connect_timeout
         self.first_byte_timeout = first_byte_timeout
         self.keepalive_s = keepalive_s
         self._idle: dict[_Origin, list[_Connection]] = {}
         self._targets: dict[str, tuple[_Origin, str]] = {}
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = tls
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
         """Send and return once the status line and headers arrived; the body is read later."""

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import shutil
+import ssl
+import subprocess
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -25,8 +28,8 @@ def answer(body: bytes, *headers: str, status: str = "200 OK") -> bytes:
     return f"HTTP/1.1 {status}\r\ncontent-length: {len(body)}\r\n{extra}\r\n".encode() + body
 
 
-async def serve(handler: Handler) -> tuple[asyncio.Server, str, list[int]]:
-    """A server on a free loopback port; the list counts the connections it accepted."""
+async def serve(handler: Handler, tls: ssl.SSLContext | None = None) -> tuple[asyncio.Server, str, list[int]]:
+    """A server on a free loopback port (https with `tls`); the list counts the connections it accepted."""
     accepted: list[int] = []
 
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -38,9 +41,9 @@ async def serve(handler: Handler) -> tuple[asyncio.Server, str, list[int]]:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    server = await asyncio.start_server(on_connect, "127.0.0.1", 0, ssl=tls)
     port = server.sockets[0].getsockname()[1]
-    return server, f"http://127.0.0.1:{port}/v1/chat/completions", accepted
+    return server, f"{'https' if tls else 'http'}://127.0.0.1:{port}/v1/chat/completions", accepted
 
 
 def answering(data: bytes, then_wait: float = 0.0) -> Handler:
@@ -235,6 +238,46 @@ def test_a_large_answer_is_read_whole_with_reading_paused_and_resumed() -> None:
         assert await response.read() == big
         assert await (await client.send(post(url))).read() == big  # the connection went back to the pool
         assert len(accepted) == 1
+        server.close()
+
+    run(main())
+
+
+@pytest.fixture
+def certificate(tmp_path):
+    """A self-signed certificate for 127.0.0.1, made with the openssl command."""
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl command to make a test certificate (apt-get install openssl)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert, key)
+    return cert, server
+
+
+def test_https_upstreams_are_verified_and_reused(certificate) -> None:
+    cert, server_tls = certificate
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            writer.write(answer(b"over tls"))
+            await writer.drain()
+
+    async def main() -> None:
+        server, url, accepted = await serve(handler, tls=server_tls)
+        trusting = UpstreamClient(tls=ssl.create_default_context(cafile=str(cert)))
+        for _ in range(2):
+            assert await (await trusting.send(post(url))).read() == b"over tls"
+        assert len(accepted) == 1
+        await trusting.aclose()
+        with pytest.raises(UpstreamUnreachable, match="certificate verify failed") as caught:
+            await UpstreamClient().send(post(url))  # certifi's roots do not know this certificate
+        assert caught.value.kind == "connect"
         server.close()
 
     run(main())
