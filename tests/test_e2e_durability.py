@@ -69,7 +69,7 @@ def test_a_locked_database_is_spooled_and_every_row_lands_once_released(proxy_fa
         try:
             during = []
             deadline = time.monotonic() + 15
-            while not spool.path.exists():  # the writer waits out the busy timeout, then spools
+            while not spool.exists():  # the writer waits out the busy timeout, then spools
                 during.append(ask(client, f"during {len(during)}"))
                 assert time.monotonic() < deadline, "no spool file while the database was locked"
                 time.sleep(0.1)
