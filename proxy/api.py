@@ -105,7 +105,7 @@ class ProxyAPI:
 
     async def models(self, request: Request) -> Response:
         try:
-            self._authenticate(plain_headers(request))
+            self._authenticate(_plain_headers(request))
         except ProxyError as exc:
             return Response(exc.json(), exc.status_code, media_type="application/json")
         data = [
@@ -123,7 +123,7 @@ class ProxyAPI:
         """Any other `/v1/…` call: a recorded 404 (or 405 for a known path and the wrong method)."""
         path = request.path_params["path"]
         record = CallRecord(path)
-        self._read_study_headers(plain_headers(request), record)
+        self._read_study_headers(_plain_headers(request), record)
         if path in (*ENDPOINTS, "models"):
             method = "GET" if path == "models" else "POST"
             error = ProxyError(405, f"Use {method} for /v1/{path}, not {request.method}.", code="method_not_allowed")
@@ -137,7 +137,7 @@ class ProxyAPI:
 
     async def handle(self, request: Request, endpoint: str) -> Response:
         record = CallRecord(endpoint, pricer=self.pricer)
-        headers = plain_headers(request)
+        headers = _plain_headers(request)
         self._read_study_headers(headers, record)
         try:
             record.client = self._authenticate(headers)
@@ -367,7 +367,7 @@ def _whole(record: CallRecord, outcome: Outcome) -> WholeAnswer:
     )
 
 
-def plain_headers(request: Request) -> dict[str, str]:
+def _plain_headers(request: Request) -> dict[str, str]:
     """The request's headers as a dict, read once: Starlette's `Headers` scans its list and
     raises KeyError inside for every absent name, and a call asks for a dozen, most absent."""
     return {name.decode("latin-1"): value.decode("latin-1") for name, value in request.scope["headers"]}
