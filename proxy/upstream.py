@@ -2,7 +2,7 @@
 
 Handlers and providers only see `UpstreamClient.send()` and `UpstreamResponse`. The client
 is an `asyncio.Protocol` per connection with httptools (the C parser uvicorn uses) reading
-the answers: a request is one `transport.write`, its answer is parsed as the bytes arrive,
+the answers: a request is one `writelines` call, its answer is parsed as the bytes arrive,
 and a stream's events are handed over as soon as they are in. It costs the proxy less CPU
 per request than aiohttp did, and aiohttp less than httpx (bench/README.md, "What each
 optimisation bought").
@@ -124,7 +124,7 @@ class _Response:
                 async with asyncio.timeout(self._read_timeout):
                     await self._waiter
             except TimeoutError:
-                self._fail_read()
+                self._release()  # half-read: the connection is closed, not reused
                 raise UpstreamUnreachable("timeout", f"upstream sent nothing for {self._read_timeout:g}s") from None
             finally:
                 self._waiter = None
@@ -149,15 +149,13 @@ class _Response:
                 yield data
 
     async def close(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
         """Back to the pool when the body was read whole; a half-read connection is closed."""
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.release(reusable=self._done and self._error is None and not self._chunks)
-
-    def _fail_read(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.release(reusable=False)
 
 
 class _Connection(asyncio.Protocol):
