@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -21,13 +17,20 @@ from .config import Settings
 from .errors import ProxyError
 from .providers import ENDPOINTS, Provider
 from .pricing import Pricer
-from .record import CallRecord, redact_headers
+from .record import CallRecord
 from .recorder import Recorder
+from .request_headers import (
+    RequestOptions, authenticate, identity, parse_options, plain_headers, read_study_headers, study_metadata,
+)
 from .resilience import Outcome, UpstreamCaller
+from .responses.relay import ResponsesRelay
+from .responses.state import ResponseIndex
+from .responses.turns import ResponseTurns
 from .routing import Router
 from .routing import Route as UpstreamRoute
 from .singleflight import SingleFlight
 from .sse_response import SHUT_DOWN, STREAM_HEADERS, RelayedStream
+from .store.reader import rows_for_response
 from .streaming import StreamRelay
 from .upstream import UpstreamClient
 from .validation import check_content_type, decode_text, parse_payload, read_body, validate
@@ -35,17 +38,8 @@ from .validation import check_content_type, decode_text, parse_payload, read_bod
 log = logging.getLogger("proxy.api")
 
 ANY_METHOD = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-MAX_RETRIES_PER_REQUEST = 10
-CACHE_MODES = ("on", "off", "refresh")
-
-
-@dataclass(frozen=True, slots=True)
-class RequestOptions:
-    """What the client asked of the proxy itself, through `X-Study-*` headers."""
-
-    max_attempts: int
-    cache: str  # "on", "off" or "refresh"
-    dedup: bool
+#: Inbound prefixes of the OpenAI-shaped paths: OpenAI's own, Azure's classic and its v1 surface.
+API_PREFIXES = ("/v1", "/openai", "/openai/v1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +48,12 @@ class Call:
 
     record: CallRecord
     endpoint: str
-    payload: dict[str, Any]
+    payload: dict[str, Any]  # as the client sent it: what the cache and single-flight key on
     routes: list[UpstreamRoute]
     options: RequestOptions
     cache: str  # "on", "off" or "refresh", after the header, the alias and the config
     key: bytes  # what identical requests share: single-flight and cache
+    upstream_payload: dict[str, Any] = field(default_factory=dict)  # what goes upstream, when it differs
 
 
 class ProxyAPI:
@@ -75,6 +70,9 @@ class ProxyAPI:
         self.router = Router(settings)
         self.caller = UpstreamCaller(providers, client, settings.retry)
         self.recorder = recorder
+        store = recorder.store
+        self.responses = ResponseIndex(lambda response_id: rows_for_response(store.path, store.engine, response_id))
+        self.turns = ResponseTurns(self)
         self.pricer = Pricer(
             settings.prices,
             {name: p.price_provider for name, p in settings.providers.items() if p.price_provider},
@@ -90,6 +88,9 @@ class ProxyAPI:
             Route(f"/openai/deployments/{{deployment}}/{e}", self._endpoint_handler(e), methods=["POST"])
             for e in ENDPOINTS
         ]
+        routes += [Route(f"/openai/v1/{e}", self._endpoint_handler(e, azure=True), methods=["POST"]) for e in ENDPOINTS]
+        routes.append(Route("/openai/responses", self._endpoint_handler("responses", azure=True), methods=["POST"]))
+        routes += self.turns.routes(API_PREFIXES)
         routes += [
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/healthz", self.healthz, methods=["GET"]),
@@ -97,15 +98,17 @@ class ProxyAPI:
         ]
         return routes
 
-    def _endpoint_handler(self, endpoint: str):  # type: ignore[no-untyped-def]
+    def _endpoint_handler(self, endpoint: str, azure: bool = False):  # type: ignore[no-untyped-def]
+        """`azure`: an inbound Azure path whose body names the deployment as its `model`."""
+
         async def handler(request: Request) -> Response:
-            return await self.handle(request, endpoint)
+            return await self.handle(request, endpoint, azure)
 
         return handler
 
     async def models(self, request: Request) -> Response:
         try:
-            self._authenticate(_plain_headers(request))
+            authenticate(self.settings.client_keys, plain_headers(request))
         except ProxyError as exc:
             return Response(exc.json(), exc.status_code, media_type="application/json")
         data = [
@@ -123,7 +126,7 @@ class ProxyAPI:
         """Any other `/v1/…` call: a recorded 404 (or 405 for a known path and the wrong method)."""
         path = request.path_params["path"]
         record = CallRecord(path)
-        self._read_study_headers(_plain_headers(request), record)
+        read_study_headers(plain_headers(request), record)
         if path in (*ENDPOINTS, "models"):
             method = "GET" if path == "models" else "POST"
             error = ProxyError(405, f"Use {method} for /v1/{path}, not {request.method}.", code="method_not_allowed")
@@ -133,16 +136,16 @@ class ProxyAPI:
                 f"Unknown endpoint /v1/{path}: this proxy serves chat/completions, completions, embeddings and models.",
                 code="unknown_url",
             )
-        return self._fail(record, error)
+        return self.fail(record, error)
 
-    async def handle(self, request: Request, endpoint: str) -> Response:
+    async def handle(self, request: Request, endpoint: str, azure: bool = False) -> Response:
         record = CallRecord(endpoint, pricer=self.pricer)
-        headers = _plain_headers(request)
-        self._read_study_headers(headers, record)
+        headers = plain_headers(request)
+        read_study_headers(headers, record)
         try:
-            record.client = self._authenticate(headers)
-            options = self._options(headers)
-            record.study_metadata = _study_metadata(headers)
+            record.client = authenticate(self.settings.client_keys, headers)
+            options = parse_options(headers, self.settings.retry.max_attempts)
+            record.study_metadata = study_metadata(headers)
             body = await read_body(request, headers, self.settings.max_body_bytes)
             record.request_text = body.decode("utf-8", "replace")
             check_content_type(headers)
@@ -150,24 +153,29 @@ class ProxyAPI:
             payload = record.payload = parse_payload(body)
             deployment = request.path_params.get("deployment")
             asked = self._deployment_model(deployment) if deployment else payload.get("model")
+            if azure and isinstance(asked, str):
+                asked = self._deployment_model(asked)
             record.model = asked if isinstance(asked, str) else None
             model = validate(endpoint, payload, asked)
             routes = self.router.resolve(model)
+            upstream_payload = payload
+            if endpoint == "responses":
+                routes, upstream_payload = await self.turns.prepare(payload, routes)
             record.provider, record.upstream_model = routes[0].provider, routes[0].upstream_model
-            key = request_key(endpoint, routes, self._identity(headers, record.client), payload)
-            call = Call(record, endpoint, payload, routes, options, self._cache_mode(options, model), key)
+            key = request_key(endpoint, routes, identity(headers, record.client), payload)
+            call = Call(record, endpoint, payload, routes, options, self._cache_mode(options, model), key, upstream_payload)
             if payload.get("stream"):
                 record.stream = True
                 return await self._stream(call)
             return await self._complete(call)
         except ProxyError as exc:
-            return self._fail(record, exc)
+            return self.fail(record, exc)
         except asyncio.CancelledError:  # the server's grace period ran out: the row still counts
-            self._fail(record, ProxyError(503, SHUT_DOWN, type="server_error", code="shutdown"))
+            self.fail(record, ProxyError(503, SHUT_DOWN, type="server_error", code="shutdown"))
             raise
         except Exception:
             log.exception("unexpected failure on request %s", record.request_id)
-            return self._fail(
+            return self.fail(
                 record,
                 ProxyError(
                     500,
@@ -203,7 +211,7 @@ class ProxyAPI:
     async def _fetch_whole(self, call: Call) -> WholeAnswer | ProxyError:
         """The upstream answer for the leader of a flight; errors are returned so followers share them."""
         try:
-            outcome = await self._upstream(call, call.payload, stream=False)
+            outcome = await self._upstream(call, call.upstream_payload, stream=False)
         except ProxyError as exc:
             return exc
         return _whole(call.record, outcome)
@@ -221,7 +229,7 @@ class ProxyAPI:
             raise
 
     async def _stream(self, call: Call) -> Response:
-        record, endpoint, payload = call.record, call.endpoint, call.payload
+        record, endpoint, payload = call.record, call.endpoint, call.upstream_payload
         if call.cache == "on" and isinstance(hit := self.cache.get(call.key), CapturedStream):
             return self._replay(record, hit)
         if call.cache != "off":
@@ -230,7 +238,7 @@ class ProxyAPI:
         asked_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
         upstream_payload = payload
         strip_usage = False
-        if not asked_usage and endpoint != "embeddings":
+        if not asked_usage and endpoint in ("chat/completions", "completions"):  # Responses streams end with usage
             provider = self.caller.providers[call.routes[0].provider]
             if provider.accepts_stream_options():
                 extra = stream_options if isinstance(stream_options, dict) else {}
@@ -249,7 +257,7 @@ class ProxyAPI:
         on_complete = None
         if call.cache != "off":
 
-            def on_complete(events: bytes, relay: StreamRelay) -> None:
+            def on_complete(events: bytes, relay: StreamRelay | ResponsesRelay) -> None:
                 self.cache.put(
                     call.key,
                     CapturedStream(
@@ -262,9 +270,9 @@ class ProxyAPI:
             record,
             response,
             outcome.attempt,
-            StreamRelay(endpoint, strip_usage),
-            {**self._study_headers(record), **headers},
-            self.recorder,
+            ResponsesRelay() if endpoint == "responses" else StreamRelay(endpoint, strip_usage),
+            {**self.study_headers(record), **headers},
+            self.submit,
             idle_timeout=self.settings.timeouts.stream_idle,
             on_complete=on_complete,
         )
@@ -273,8 +281,8 @@ class ProxyAPI:
         record.provider, record.upstream_model = answer.provider, answer.upstream_model
         record.response_body = answer.body
         record.finish(answer.status_code)
-        self.recorder.submit(record)
-        headers = {**self._study_headers(record), **answer.headers}
+        self.submit(record)
+        headers = {**self.study_headers(record), **answer.headers}
         if answer.status_code >= 400 and answer.retried:
             headers["x-should-retry"] = "false"
         return Response(answer.body, answer.status_code, headers=headers)
@@ -284,17 +292,23 @@ class ProxyAPI:
         record.provider, record.upstream_model = hit.provider, hit.upstream_model
         record.answer, record.response_text, record.usage = hit.answer, hit.text, hit.usage
         record.finish(200)
-        self.recorder.submit(record)
-        headers = {**self._study_headers(record), **hit.headers, **STREAM_HEADERS}
+        self.submit(record)
+        headers = {**self.study_headers(record), **hit.headers, **STREAM_HEADERS}
         return Response(hit.events, 200, headers=headers)
 
-    def _fail(self, record: CallRecord, exc: ProxyError) -> Response:
+    def fail(self, record: CallRecord, exc: ProxyError) -> Response:
         record.finish(exc.status_code, exc.message)
-        self.recorder.submit(record)
-        headers = {**self._study_headers(record), **exc.headers}
+        self.submit(record)
+        headers = {**self.study_headers(record), **exc.headers}
         return Response(exc.json(), exc.status_code, headers=headers, media_type="application/json")
 
-    def _study_headers(self, record: CallRecord) -> dict[str, str]:
+    def submit(self, record: CallRecord) -> None:
+        """Hand a finished record to the recorder; a new Responses API response is remembered too."""
+        if record.endpoint == "responses":
+            self.responses.remember(record)
+        self.recorder.submit(record)
+
+    def study_headers(self, record: CallRecord) -> dict[str, str]:
         headers = {"x-study-request-id": record.request_id, "x-study-attempts": str(len(record.attempts))}
         if record.provider:
             headers["x-study-provider"] = record.provider
@@ -302,57 +316,17 @@ class ProxyAPI:
             headers["x-study-cache"] = record.cache
         return headers
 
-    def _read_study_headers(self, headers: Mapping[str, str], record: CallRecord) -> None:
-        record.session_id = headers.get("x-study-session") or None
-        tags = headers.get("x-study-tags")
-        if tags:
-            record.tags = [tag.strip() for tag in tags.split(",") if tag.strip()] or None
-        record.user = headers.get("x-study-user") or None
-        record.log_full = headers.get("x-study-log", "full").strip().lower() != "meta"
-        record.request_headers = redact_headers(headers)
-
-    def _options(self, headers: Mapping[str, str]) -> RequestOptions:
-        max_attempts = self.settings.retry.max_attempts
-        retries = headers.get("x-study-retries")
-        if retries is not None:
-            if not retries.strip().isdigit():
-                raise ProxyError(
-                    400, "X-Study-Retries must be a whole number (retries after the first attempt).",
-                    param="X-Study-Retries", code="invalid_header",
-                )
-            max_attempts = min(int(retries), MAX_RETRIES_PER_REQUEST) + 1
-        cache = headers.get("x-study-cache", "").strip().lower()
-        if cache and cache not in CACHE_MODES:
-            raise ProxyError(400, "X-Study-Cache must be on, off or refresh.", param="X-Study-Cache", code="invalid_header")
-        dedup = headers.get("x-study-dedup", "on").strip().lower() != "off"
-        return RequestOptions(max_attempts, cache, dedup)
-
     def _cache_mode(self, options: RequestOptions, model: str) -> str:
         if options.cache:
             return options.cache
         return "on" if self.settings.cache.enabled or model in self.settings.cached_aliases else "off"
 
-    def _authenticate(self, headers: Mapping[str, str]) -> str | None:
-        """The client alias of a valid proxy key; None when the operator set no proxy keys."""
-        keys = self.settings.client_keys
-        if not keys:
-            return None
-        token = _client_token(headers)
-        for key, alias in keys.items():
-            if hmac.compare_digest(key.encode(), token.encode()):
-                return alias
-        raise ProxyError(401, "Missing or invalid proxy API key.", code="invalid_api_key")
-
-    def _identity(self, headers: Mapping[str, str], client: str | None) -> str:
-        """Who is asking, for cache and de-duplication keys: the client alias, else a hash of its key."""
-        if client is not None:
-            return f"client:{client}"
-        token = _client_token(headers)
-        return hashlib.sha256(token.encode()).hexdigest() if token else ""
-
     def _deployment_model(self, deployment: str) -> str:
         """An Azure-style inbound call: the deployment is served by `azure` when it is configured."""
-        return f"azure/{deployment}" if self.router.available("azure") else deployment
+        prefix, slash, _ = deployment.partition("/")
+        if (slash and prefix in self.settings.providers) or not self.router.available("azure"):
+            return deployment
+        return f"azure/{deployment}"
 
 
 def _whole(record: CallRecord, outcome: Outcome) -> WholeAnswer:
@@ -365,30 +339,3 @@ def _whole(record: CallRecord, outcome: Outcome) -> WholeAnswer:
         record.upstream_model or "",
         retried=len(record.attempts) > 1,
     )
-
-
-def _plain_headers(request: Request) -> dict[str, str]:
-    """The request's headers as a dict, read once: Starlette's `Headers` scans its list and
-    raises KeyError inside for every absent name, and a call asks for a dozen, most absent."""
-    return {name.decode("latin-1"): value.decode("latin-1") for name, value in request.scope["headers"]}
-
-
-def _client_token(headers: Mapping[str, str]) -> str:
-    authorization = headers.get("authorization", "")
-    if authorization[:7].lower() == "bearer ":
-        return authorization[7:].strip()
-    return headers.get("api-key", "")
-
-
-def _study_metadata(headers: Mapping[str, str]) -> dict[str, Any] | None:
-    """`X-Study-Metadata`: a JSON object for the row's `metadata`, never sent upstream."""
-    value = headers.get("x-study-metadata")
-    if value is None:
-        return None
-    try:
-        metadata = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        metadata = None
-    if not isinstance(metadata, dict):
-        raise ProxyError(400, "X-Study-Metadata must be a JSON object.", param="X-Study-Metadata", code="invalid_header")
-    return metadata

@@ -39,6 +39,7 @@ class ProviderConfig:
     api_version: str | None = None
     default_model: str | None = None
     price_provider: str | None = None  # the genai-prices provider id that prices this upstream
+    responses: bool = True  # serves the Responses API; else the proxy translates it to chat completions
 
 
 @dataclass(frozen=True)

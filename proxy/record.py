@@ -17,8 +17,11 @@ import orjson
 from .clock import utc_now
 from .pricing import Pricer
 from .render import render_answer, render_prompt
+from .responses.rows import response_metadata, usage_columns
 
 SENSITIVE_HEADER_WORDS = ("auth", "key", "token", "secret", "cookie", "password", "signature")
+#: The endpoints whose answer's `usage` is this call's: a retrieved response's usage was another call's.
+METERED_ENDPOINTS = frozenset({"chat/completions", "completions", "embeddings", "responses"})
 
 
 def new_request_id() -> str:
@@ -120,10 +123,14 @@ class CallRecord:
         answer = self.answer
         if answer is None and self.response_body:
             answer = _parse_object(self.response_body)
-        usage = self.usage if self.usage is not None else (answer or {}).get("usage")
+        metered = self.endpoint in METERED_ENDPOINTS
+        usage = self.usage if self.usage is not None else (answer or {}).get("usage") if metered else None
         usage = usage if isinstance(usage, dict) else None
+        extra = response_metadata(answer, usage) if self.endpoint == "responses" else None
+        if usage is not None and "input_tokens" in usage:
+            usage = usage_columns(usage)
         notes = list(self.notes)
-        if usage is None and self.status_code == 200 and self.error is None:
+        if usage is None and metered and self.status_code == 200 and self.error is None:
             notes.append("upstream reported no usage: token columns left NULL")
         cost = None
         if self.pricer is not None and usage is not None and self.provider and self.status_code == 200:
@@ -134,6 +141,8 @@ class CallRecord:
         if self.cache in ("hit", "dedup") and cost:
             notes.append("cost_usd is what this call would have cost: it was saved")
         metadata = payload.get("metadata") if isinstance(payload.get("metadata"), dict) else {}
+        if extra:
+            metadata = {**metadata, **extra}
         if self.study_metadata:
             metadata = {**metadata, **self.study_metadata}
         if notes:

@@ -22,7 +22,11 @@ def content_text(content: Any) -> str:
 
 
 def render_prompt(endpoint: str, payload: dict[str, Any]) -> str | None:
-    """`role: text` blocks for chat, the prompt for completions, the input for embeddings."""
+    """`role: text` blocks for chat and the Responses API, the prompt for completions, the input for embeddings."""
+    if endpoint == "responses":
+        from .responses.rows import render_prompt as render_responses_prompt
+
+        return render_responses_prompt(payload)
     if endpoint == "chat/completions":
         messages = payload.get("messages")
         if not isinstance(messages, list):
@@ -45,6 +49,10 @@ def render_prompt(endpoint: str, payload: dict[str, Any]) -> str | None:
 
 def render_answer(endpoint: str, answer: dict[str, Any]) -> str | None:
     """The assistant's text of a non-streamed answer (choices joined when there are several)."""
+    if endpoint.startswith("responses"):
+        from .responses.rows import render_answer as render_responses_answer
+
+        return render_responses_answer(answer)
     if endpoint == "embeddings":
         data = answer.get("data")
         if isinstance(data, list) and data and isinstance(data[0], dict):

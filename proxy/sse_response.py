@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping
 from starlette.types import Receive, Scope, Send
 
 from .record import Attempt, CallRecord
-from .recorder import Recorder
-from .streaming import StreamRelay, error_event
+from .responses.relay import ResponsesRelay
+from .streaming import StreamRelay
 from .upstream import UpstreamResponse, UpstreamUnreachable
 
 log = logging.getLogger("proxy.stream")
@@ -31,14 +31,15 @@ class RelayedStream:
         record: CallRecord,
         response: UpstreamResponse,
         attempt: Attempt,
-        relay: StreamRelay,
+        relay: StreamRelay | ResponsesRelay,
         headers: Mapping[str, str],
-        recorder: Recorder,
+        submit: Callable[[CallRecord], None],
         *,
         idle_timeout: float,
-        on_complete: Callable[[bytes, StreamRelay], None] | None = None,
+        on_complete: Callable[[bytes, StreamRelay | ResponsesRelay], None] | None = None,
     ) -> None:
-        """`on_complete` gets every byte the client received, once the stream ended cleanly."""
+        """`submit` takes the finished record; `on_complete` gets every byte the client received,
+        once the stream ended cleanly."""
         self.record = record
         self.idle_timeout = idle_timeout
         self.on_complete = on_complete
@@ -46,7 +47,7 @@ class RelayedStream:
         self.response = response
         self.attempt = attempt
         self.relay = relay
-        self.recorder = recorder
+        self.submit = submit
         self.headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in {**headers, **STREAM_HEADERS}.items()]
         self._finished = False  # the last byte is on its way: a hang-up now changes nothing
         self._client_left = False
@@ -95,7 +96,7 @@ class RelayedStream:
                         chunk = await anext(chunks, None)
                 except TimeoutError:
                     error = f"upstream sent nothing for {self.idle_timeout:g}s mid-stream"
-                    tail = error_event(error, code="upstream_stream_timeout")
+                    tail = relay.fail(error, code="upstream_stream_timeout")
                     break
                 if chunk is None:
                     tail = relay.flush()
@@ -107,7 +108,7 @@ class RelayedStream:
                         sent.append(out)
         except UpstreamUnreachable as exc:
             error = f"upstream stream broke after {len(relay.text)} characters: {exc}"
-            tail = error_event(error, code="upstream_stream_error")
+            tail = relay.fail(error, code="upstream_stream_error")
         finally:
             await chunks.aclose()
         self._finished = True
@@ -127,5 +128,5 @@ class RelayedStream:
         if relay.first_token_at is not None:
             record.ttft_ms = round((relay.first_token_at - record.started) * 1000, 3)
         record.finish(200, error)
-        self.recorder.submit(record)
+        self.submit(record)
 

@@ -74,6 +74,11 @@ class StreamRelay:
             answer["error"] = self.error
         return answer
 
+    @staticmethod
+    def fail(message: str, code: str | None = None) -> bytes:
+        """The final event of a stream the proxy could not finish."""
+        return error_event(message, code=code)
+
     def _choice_text(self, index: int) -> str:
         text = "".join(self._texts.get(index, []))
         for call in self._tools.get(index, {}).values():

@@ -13,7 +13,11 @@ from .errors import ProxyError
 JSON_TYPES = ("application/json", "text/json")
 
 #: The field each endpoint cannot do without, besides `model`.
-REQUIRED_INPUT = {"chat/completions": "messages", "completions": "prompt", "embeddings": "input"}
+REQUIRED_INPUT = {"chat/completions": "messages", "completions": "prompt", "embeddings": "input", "responses": "input"}
+#: Optional Responses API fields the proxy itself reads, and the types they must have.
+RESPONSES_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "instructions": str, "previous_response_id": str, "tools": list, "metadata": dict, "text": dict,
+}
 
 
 async def read_body(request: Request, headers: Mapping[str, str], limit: int) -> bytes:
@@ -79,11 +83,28 @@ def validate(endpoint: str, payload: dict[str, Any], model: Any) -> str:
                 raise ProxyError(
                     400, f"`messages[{i}]` must be an object with a string `role`.", param=f"messages[{i}]", code="invalid_type"
                 )
+    elif endpoint == "responses":
+        _check_responses(payload)
     else:
         _required(field, payload.get(field), (str, list))
     if "stream" in payload and not isinstance(payload["stream"], bool | None):
         raise ProxyError(400, "`stream` must be a boolean.", param="stream", code="invalid_type")
     return model
+
+
+def _check_responses(payload: dict[str, Any]) -> None:
+    """`input` a string or a list of item objects (it may be left out only to continue a response)."""
+    if payload.get("input") is None and payload.get("previous_response_id") is None and payload.get("prompt") is None:
+        _required("input", None, (str, list))
+    value = payload.get("input")
+    if value is not None:
+        _required("input", value, (str, list))
+        for i, item in enumerate(value if isinstance(value, list) else ()):
+            if not isinstance(item, dict):
+                raise ProxyError(400, f"`input[{i}]` must be an object (an input item).", param=f"input[{i}]", code="invalid_type")
+    for name, kind in RESPONSES_FIELDS.items():
+        if payload.get(name) is not None:
+            _required(name, payload[name], kind)
 
 
 def _required(name: str, value: Any, kind: type | tuple[type, ...]) -> Any:

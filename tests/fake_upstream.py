@@ -31,6 +31,10 @@ The "once"/"twice" modes count calls per full model name (the deployment on Azur
 paths), so tests give each a unique name, e.g. f"fail-503-twice-{uuid4().hex[:8]}".
 `count(model)` / `calls(model)` tell how many requests the fake received for a model.
 
+`…/responses` (OpenAI's path, and Azure's v1 surface `/openai/v1/responses`) answers like
+OpenAI's Responses API, with the same failure modes; the responses it made are kept for
+follow-ups by id (tests/fake_responses.py).
+
 Streams carry a final usage chunk (`choices: []`) only when the request asked for it
 with `stream_options.include_usage`. On Azure paths the first chunk is Azure's
 content-filter chunk (`id: ""`, `choices: []`, only `prompt_filter_results`), and an
@@ -55,6 +59,8 @@ from urllib.parse import parse_qsl
 
 import orjson
 import uvicorn
+from fake_responses import StoredResponses, last_user_text, response_object
+from fake_responses import stream_events as response_stream_events
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -159,6 +165,7 @@ class FakeUpstream:
         self.requests: list[RecordedRequest] = []
         self._ids = itertools.count(1)
         self._calls: dict[str, int] = {}  # full model name → requests received so far
+        self.stored = StoredResponses()
         self._stopping = threading.Event()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -212,7 +219,7 @@ class FakeUpstream:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
-        app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["GET", "POST"])])
+        app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["GET", "POST", "DELETE", "PUT", "PATCH"])])
         config = uvicorn.Config(app, log_level="error", lifespan="off", access_log=False, timeout_keep_alive=30,
                                 timeout_graceful_shutdown=3)
         self._server = uvicorn.Server(config)
@@ -264,8 +271,13 @@ class FakeUpstream:
                 return JSONResponse({"error": {"code": "404", "message": "Resource not found"}}, status_code=404)
             endpoint, model = azure["endpoint"], azure["deployment"]
         else:
-            endpoint = next((e for e in ("chat/completions", "completions", "embeddings") if path.endswith("/" + e)), None)
+            endpoint = next(
+                (e for e in ("chat/completions", "completions", "embeddings", "responses") if path.endswith("/" + e)), None
+            )
             model = body.get("model")
+            if "/responses/" in path:
+                status, answer = self.stored.follow_up(request.method, path.split("/responses/", 1)[1])
+                return JSONResponse(answer, status_code=status)
             if request.method == "GET" and path.endswith("/models"):
                 return JSONResponse({"object": "list", "data": [{"id": "fake-model", "object": "model", "owned_by": "fake"}]})
             if endpoint is None:
@@ -312,6 +324,8 @@ class FakeUpstream:
             return error(400, "Unrecognized request argument supplied: stream_options", "invalid_request_error", None, None, headers)
         if endpoint == "embeddings":
             return JSONResponse(embeddings(body, model), headers=headers)
+        if endpoint == "responses":
+            return self._responses(recorded, body, model, kind, headers)
         if endpoint == "chat/completions":
             text = chat_answer(last_user_message(body.get("messages")))
         else:
@@ -331,6 +345,25 @@ class FakeUpstream:
             self._stream(recorded, events, delay, cut, stall), media_type="text/event-stream", headers=headers
         )
 
+    def _responses(
+        self, recorded: RecordedRequest, body: dict[str, Any], model: str, kind: str, headers: dict[str, str]
+    ) -> Response:
+        previous = body.get("previous_response_id")
+        if previous is not None and previous not in self.stored.responses:
+            return error(400, f"Previous response with id '{previous}' not found.", "invalid_request_error",
+                         "previous_response_id", "previous_response_not_found", headers)
+        text = slow_answer() if kind.startswith("slow-stream") else chat_answer(last_user_text(body))
+        final = response_object(body, model, text)
+        self.stored.keep(body, final)
+        if not body.get("stream"):
+            return JSONResponse(final, headers=headers)
+        events = response_stream_events(final, stream_words(text))
+        delay = SLOW_DELAY if kind.startswith("slow-stream") else 0.0
+        return StreamingResponse(
+            self._stream(recorded, events, delay, kind.startswith("cut-stream"), kind.startswith("stall-stream")),
+            media_type="text/event-stream", headers=headers,
+        )
+
     async def _wait_until_released(self, request: Request | None) -> None:
         """Sleep until the fake stops, the client goes away (when `request` is given) or HANG_SECONDS."""
         deadline = time.monotonic() + HANG_SECONDS
@@ -340,8 +373,10 @@ class FakeUpstream:
             await asyncio.sleep(0.05)
 
     async def _stream(
-        self, recorded: RecordedRequest, events: list[dict[str, Any]], delay: float, cut: bool, stall: bool = False
+        self, recorded: RecordedRequest, events: list[dict[str, Any]] | list[bytes], delay: float, cut: bool,
+        stall: bool = False,
     ):
+        """Chat events (dicts, framed as `data:` and ended by `[DONE]`) or ready Responses events (bytes)."""
         for i, event in enumerate(events):
             if cut and i == CUT_AFTER:
                 # An exception after the response started makes uvicorn drop the connection
@@ -351,10 +386,11 @@ class FakeUpstream:
                 # Silence with the connection open; Starlette cancels this when the client leaves.
                 await self._wait_until_released(None)
                 return
-            yield b"data: " + orjson.dumps(event) + b"\n\n"
+            yield event if isinstance(event, bytes) else b"data: " + orjson.dumps(event) + b"\n\n"
             if delay:
                 await asyncio.sleep(delay)
-        yield b"data: [DONE]\n\n"
+        if events and not isinstance(events[0], bytes):
+            yield b"data: [DONE]\n\n"
         recorded.completed = True
 
 

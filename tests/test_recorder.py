@@ -95,14 +95,14 @@ def test_rows_arriving_one_by_one_share_a_commit_and_none_waits_longer_than_the_
 def test_sqlite_runs_in_wal_mode_and_migrations_are_recorded(tmp_path):
     async def go():
         store = Store(str(tmp_path / "log.db"))
-        assert await store.migrate() == [1, 2, 3, 4]
+        assert await store.migrate() == [1, 2, 3, 4, 5]
         assert await store.migrate() == []
         await store.dispose()
 
     asyncio.run(go())
     db = sqlite3.connect(tmp_path / "log.db")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert [r[0] for r in db.execute("SELECT version FROM schema_migrations ORDER BY version")] == [1, 2, 3, 4]
+    assert [r[0] for r in db.execute("SELECT version FROM schema_migrations ORDER BY version")] == [1, 2, 3, 4, 5]
 
 
 def test_a_failed_write_is_retried(tmp_path, monkeypatch):

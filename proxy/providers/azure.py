@@ -12,6 +12,9 @@ STREAM_OPTIONS_SINCE = "2024-09-01"
 
 class AzureProvider(Provider):
     def url(self, endpoint: str, upstream_model: str) -> str:
+        if endpoint == "responses" or endpoint.startswith("responses/"):
+            # Azure's v1 surface: no deployment in the path (it is the body's model), no api-version
+            return f"{self.config.base_url}/openai/v1/{endpoint}"
         deployment = quote(upstream_model, safe="")
         return (
             f"{self.config.base_url}/openai/deployments/{deployment}/{endpoint}"

@@ -10,7 +10,7 @@ from ..config import ProviderConfig
 from ..upstream import UpstreamClient, UpstreamRequest, UpstreamResponse
 
 #: The proxy's endpoint names, as they appear after `/v1/` in OpenAI's API.
-ENDPOINTS = ("chat/completions", "completions", "embeddings")
+ENDPOINTS = ("chat/completions", "completions", "embeddings", "responses")
 
 
 class Provider:
@@ -25,6 +25,11 @@ class Provider:
 
     def auth_headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
+
+    @property
+    def keeps_responses(self) -> bool:
+        """Whether the upstream stores Responses API responses, so follow-ups by id go to it."""
+        return self.config.responses
 
     def accepts_stream_options(self) -> bool:
         """Whether `stream_options.include_usage` may be sent to ask for a usage chunk."""

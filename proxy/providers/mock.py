@@ -19,6 +19,8 @@ from .base import Provider
 
 
 class MockProvider(Provider):
+    keeps_responses = False  # the proxy answers follow-ups about the mock's responses from its log
+
     def url(self, endpoint: str, upstream_model: str) -> str:
         return f"mock:///{endpoint}"
 

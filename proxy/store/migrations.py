@@ -11,7 +11,7 @@ from collections.abc import Callable
 from sqlalchemy import Connection, text
 
 from ..clock import utc_now
-from .schema import metadata
+from .schema import SQLITE_RESPONSE_ID, metadata
 
 Migration = Callable[[Connection], None]
 
@@ -72,11 +72,25 @@ def m004_batch_full_text_indexing(conn: Connection) -> None:
         conn.exec_driver_sql("DROP TRIGGER IF EXISTS inference_runs_ai")
 
 
+def m005_response_id_index(conn: Connection) -> None:
+    """An index on `metadata.response_id`, for follow-ups to a Responses API response (SQLite).
+
+    Partial: only rows that have a response id are in it, so every other insert pays one
+    JSON lookup in `metadata` (most rows have none) and no index write.
+    """
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(
+            f"CREATE INDEX IF NOT EXISTS ix_inference_runs_response_id ON inference_runs ({SQLITE_RESPONSE_ID}) "
+            f"WHERE {SQLITE_RESPONSE_ID} IS NOT NULL"
+        )
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "tables", m001_tables),
     (2, "full_text_search", m002_full_text_search),
     (3, "unique_attempts", m003_unique_attempts),
     (4, "batch_full_text_indexing", m004_batch_full_text_indexing),
+    (5, "response_id_index", m005_response_id_index),
 ]
 
 

@@ -6,6 +6,10 @@ from sqlalchemy import Column, Float, Index, Integer, MetaData, String, Table, T
 
 metadata = MetaData()
 
+#: A row's Responses API response id, as SQLite indexes it (migration 5) and queries it; a
+#: `metadata` that is not JSON (a hand-made row) gives NULL instead of failing the insert.
+SQLITE_RESPONSE_ID = "json_extract(CASE WHEN json_valid(metadata) THEN metadata END, '$.response_id')"
+
 inference_runs = Table(
     "inference_runs",
     metadata,

@@ -1,0 +1,127 @@
+"""A Responses API event stream, forwarded as it comes and read on the way for the log.
+
+`ResponsesRelay` has the same face as `streaming.StreamRelay` (feed, flush, text,
+assembled, usage, error, first_token_at, fail), so `RelayedStream` carries either. The
+events pass through unchanged; the relay notes the response id, the text deltas (the
+first one is the time to first token), and the final `response` object that
+`response.completed`, `response.incomplete` or `response.failed` carries, which is what
+the row's `response_json` keeps.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from .builder import sse_event
+from .rows import render_answer
+
+FINAL_TYPES = frozenset({"response.completed", "response.incomplete", "response.failed"})
+#: The events whose delta is a token of the answer: the first one sets `ttft_ms`.
+TOKEN_TYPES = frozenset({"response.output_text.delta", "response.refusal.delta", "response.function_call_arguments.delta"})
+
+
+class ResponsesRelay:
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._texts: list[str] = []
+        self._last_sequence = -1
+        self.final: dict[str, Any] | None = None
+        self.usage: dict[str, Any] | None = None
+        self.error: dict[str, Any] | None = None
+        self.first_token_at: float | None = None
+        self.id: str | None = None
+        self.model: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.final is not None
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Bytes to forward now (whole events), keeping a partial event for later."""
+        self._buffer += chunk
+        if b"\r\n" in self._buffer:
+            self._buffer = self._buffer.replace(b"\r\n", b"\n")
+        end = self._buffer.rfind(b"\n\n")
+        if end < 0:
+            return b""
+        ready, self._buffer = self._buffer[: end + 2], self._buffer[end + 2 :]
+        for event in ready.split(b"\n\n"):
+            if event:
+                self._read(event)
+        return ready
+
+    def flush(self) -> bytes:
+        """A partial event left when upstream closed, forwarded as it is."""
+        rest, self._buffer = self._buffer, b""
+        if not rest.strip():
+            return b""
+        self._read(rest)
+        return rest + b"\n\n"
+
+    @property
+    def text(self) -> str:
+        if self.final is not None:
+            return render_answer(self.final) or ""
+        return "".join(self._texts)
+
+    def assembled(self) -> dict[str, Any]:
+        """The final response object; for a stream cut short, what had arrived of it."""
+        if self.final is not None:
+            return self.final
+        partial: dict[str, Any] = {
+            "id": self.id, "object": "response", "status": "incomplete", "model": self.model,
+            "output": [{"type": "message", "role": "assistant",
+                        "content": [{"type": "output_text", "text": "".join(self._texts)}]}],
+            "usage": self.usage,
+        }
+        if self.error is not None:
+            partial["error"] = self.error
+        return partial
+
+    def fail(self, message: str, code: str | None = None) -> bytes:
+        """The `error` event that ends a stream the proxy could not finish (the SDK raises it)."""
+        error = {"type": "upstream_error", "code": code, "message": message, "param": None}
+        return sse_event({"type": "error", "sequence_number": self._last_sequence + 1, **error, "error": error})
+
+    def _read(self, event: bytes) -> None:
+        data = b"\n".join(line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:"))
+        if not data:
+            return
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(obj, dict):
+            return
+        sequence = obj.get("sequence_number")
+        if isinstance(sequence, int):
+            self._last_sequence = sequence
+        kind = obj.get("type")
+        if kind in TOKEN_TYPES:
+            if self.first_token_at is None:
+                self.first_token_at = time.perf_counter()
+            if kind != "response.function_call_arguments.delta" and isinstance(obj.get("delta"), str):
+                self._texts.append(obj["delta"])
+        elif kind == "response.created":
+            self._note(obj.get("response"))
+        elif kind in FINAL_TYPES:
+            response = obj.get("response")
+            if isinstance(response, dict):
+                self._note(response)
+                self.final = response
+                usage = response.get("usage")
+                self.usage = usage if isinstance(usage, dict) else None
+                if kind == "response.failed":
+                    error = response.get("error")
+                    self.error = error if isinstance(error, dict) else {"message": "the response failed"}
+        elif kind == "error" or isinstance(obj.get("error"), dict) and kind is None:
+            error = obj.get("error")
+            self.error = error if isinstance(error, dict) else {"message": obj.get("message"), "code": obj.get("code")}
+
+    def _note(self, response: Any) -> None:
+        if isinstance(response, dict):
+            self.id = self.id or response.get("id")
+            self.model = self.model or response.get("model")

@@ -1,0 +1,136 @@
+"""Which provider created a response, and what it was asked and answered.
+
+Follow-ups by id must reach the provider that created the response; for a provider that
+keeps no state (the mock, a translated chat-only server), the proxy itself holds the
+conversation: its log has every request and answer. The latest responses are also kept in
+memory, because a follow-up often comes sooner than the recorder's next batch is written.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from ..errors import ProxyError
+from ..record import CallRecord
+
+Lookup = Callable[[str], Awaitable[list[dict[str, Any]]]]
+
+RECENT_RESPONSES = 4096
+#: How far back `previous_response_id` is followed; a longer chain is refused, not truncated.
+MAX_CHAIN = 1000
+
+
+@dataclass(slots=True)
+class KnownResponse:
+    id: str
+    provider: str
+    upstream_model: str | None
+    request: dict[str, Any]  # the client's body: input, instructions, previous_response_id
+    response: dict[str, Any]  # the response object as the client received it
+
+
+class ResponseIndex:
+    """Responses by id: the recent ones in memory, any other from the log."""
+
+    def __init__(self, lookup: Lookup, size: int = RECENT_RESPONSES) -> None:
+        self.lookup = lookup
+        self.size = size
+        self._recent: OrderedDict[str, KnownResponse] = OrderedDict()
+        self._deleted: set[str] = set()
+
+    def remember(self, record: CallRecord) -> None:
+        """Note a finished `POST /responses` call that the client got a response from."""
+        if record.status_code != 200 or record.error is not None or not record.provider:
+            return
+        answer = record.answer if record.answer is not None else _object(record.response_body)
+        if answer is None or not isinstance(answer.get("id"), str):
+            return
+        known = KnownResponse(answer["id"], record.provider, record.upstream_model, record.payload or {}, answer)
+        self._recent[known.id] = known
+        self._recent.move_to_end(known.id)
+        if len(self._recent) > self.size:
+            self._recent.popitem(last=False)
+
+    def forget(self, response_id: str) -> None:
+        """A response deleted through the proxy is gone for it too."""
+        self._recent.pop(response_id, None)
+        self._deleted.add(response_id)
+
+    async def find(self, response_id: str) -> KnownResponse | None:
+        if response_id in self._deleted:
+            return None
+        known = self._recent.get(response_id)
+        if known is not None:
+            return known
+        rows = await self.lookup(response_id)
+        if any(_metadata(row).get("deleted") for row in rows):
+            return None
+        for row in rows:
+            if row["endpoint"] == "responses" and row["status_code"] == 200 and row["provider"]:
+                response = _object(row["response_json"])
+                if response is not None:
+                    request = _object(row["request_json"]) or {}
+                    return KnownResponse(response_id, row["provider"], row["upstream_model"], request, response)
+        return None
+
+    async def history(self, response_id: str) -> list[dict[str, Any]]:
+        """The conversation up to and including `response_id`, as Responses input items, oldest first."""
+        chain: list[KnownResponse] = []
+        next_id: str | None = response_id
+        while next_id:
+            if len(chain) >= MAX_CHAIN:
+                raise ProxyError(
+                    400, f"The conversation before '{response_id}' is longer than {MAX_CHAIN} responses.",
+                    param="previous_response_id", code="invalid_value",
+                )
+            known = await self.find(next_id)
+            if known is None:
+                raise not_found(next_id, param="previous_response_id")
+            if not known.request:
+                raise ProxyError(
+                    400, f"The log holds no input for response '{next_id}' (it was logged with X-Study-Log: meta).",
+                    param="previous_response_id", code="previous_response_not_found",
+                )
+            chain.append(known)
+            previous = known.request.get("previous_response_id")
+            next_id = previous if isinstance(previous, str) else None
+        items: list[dict[str, Any]] = []
+        for known in reversed(chain):
+            items += input_items(known.request)
+            items += [item for item in known.response.get("output") or [] if isinstance(item, dict)]
+        return items
+
+
+def input_items(request: dict[str, Any]) -> list[dict[str, Any]]:
+    """A request's `input` as a list of items (a string is one user message)."""
+    value = request.get("input")
+    if isinstance(value, str):
+        return [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": value}]}]
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, dict)]
+    return []
+
+
+def not_found(response_id: str, param: str | None = None) -> ProxyError:
+    status = 400 if param else 404
+    code = "previous_response_not_found" if param else "not_found"
+    return ProxyError(status, f"Response with id '{response_id}' not found.", param=param, code=code)
+
+
+def _object(body: str | bytes | None) -> dict[str, Any] | None:
+    if not body:
+        return None
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _metadata(row: dict[str, Any]) -> dict[str, Any]:
+    return _object(row.get("metadata")) or {}

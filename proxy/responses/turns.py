@@ -1,0 +1,186 @@
+"""Calls about an earlier response: `previous_response_id`, and retrieve, delete, cancel, input items.
+
+Each goes to the provider that created the response, found in the proxy's own log. A
+provider that keeps responses (OpenAI, Azure, any server with a Responses API) gets the
+call as it is. For one that keeps none (the mock, a chat-only server behind translation)
+the proxy answers from its log, and a `previous_response_id` becomes the conversation it
+names, rebuilt from the log as input items.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..answers import passthrough_headers
+from ..errors import ProxyError
+from ..record import CallRecord
+from ..request_headers import authenticate, plain_headers, read_study_headers, study_metadata
+from ..resilience import unreachable_error
+from ..routing import Route as UpstreamRoute
+from ..upstream import UpstreamRequest, UpstreamUnreachable
+from .state import KnownResponse, input_items, not_found
+
+if TYPE_CHECKING:
+    from ..api import ProxyAPI
+    from ..providers import Provider
+
+#: What a response id may look like: anything else never reaches an upstream URL.
+RESPONSE_ID = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
+#: action → (method, path after `responses/{id}`)
+ACTIONS = {"retrieve": ("GET", ""), "delete": ("DELETE", ""), "cancel": ("POST", "/cancel"),
+           "input_items": ("GET", "/input_items")}
+
+
+class ResponseTurns:
+    def __init__(self, api: ProxyAPI) -> None:
+        self.api = api
+
+    def routes(self, prefixes: tuple[str, ...]) -> list[Route]:
+        routes = []
+        for prefix in prefixes:
+            base = f"{prefix}/responses/{{response_id}}"
+            routes += [
+                Route(base, self._handler("retrieve"), methods=["GET"]),
+                Route(base, self._handler("delete"), methods=["DELETE"]),
+                Route(f"{base}/cancel", self._handler("cancel"), methods=["POST"]),
+                Route(f"{base}/input_items", self._handler("input_items"), methods=["GET"]),
+            ]
+        return routes
+
+    def keeps_state(self, provider: str) -> bool:
+        return self.api.caller.providers[provider].keeps_responses
+
+    async def prepare(
+        self, payload: dict[str, Any], routes: list[UpstreamRoute]
+    ) -> tuple[list[UpstreamRoute], dict[str, Any]]:
+        """The routes and the upstream body of a `POST /responses` that continues an earlier response."""
+        previous = payload.get("previous_response_id")
+        if not isinstance(previous, str):
+            return routes, payload
+        known = await self.api.responses.find(previous)
+        if known is None:  # not from this proxy: a provider that keeps responses may know it
+            keeping = [route for route in routes if self.keeps_state(route.provider)]
+            if not keeping:
+                raise not_found(previous, param="previous_response_id")
+            return keeping, payload
+        pinned = [route for route in routes if route.provider == known.provider]
+        if not pinned:
+            pinned = [UpstreamRoute(known.provider, known.upstream_model or routes[0].upstream_model)]
+        if self.keeps_state(known.provider):
+            return pinned, payload
+        history = await self.api.responses.history(previous)
+        return pinned, {**payload, "input": history + input_items(payload)}
+
+    def _handler(self, action: str):  # type: ignore[no-untyped-def]
+        async def handler(request: Request) -> Response:
+            return await self.handle(request, action)
+
+        return handler
+
+    async def handle(self, request: Request, action: str) -> Response:
+        api = self.api
+        record = CallRecord(f"responses/{action}")
+        headers = plain_headers(request)
+        read_study_headers(headers, record)
+        response_id = request.path_params["response_id"]
+        try:
+            record.client = authenticate(api.settings.client_keys, headers)
+            record.study_metadata = {**(study_metadata(headers) or {}), "response_id": response_id}
+            if not RESPONSE_ID.match(response_id):
+                raise not_found(response_id)
+            known = await api.responses.find(response_id)
+            provider = known.provider if known is not None else api.settings.default_provider
+            record.provider = provider
+            if known is not None:
+                record.model = record.upstream_model = known.upstream_model
+            if self.keeps_state(provider):
+                return await self._forward(request, record, action, response_id)
+            if known is None:
+                raise not_found(response_id)
+            return self._answer_from_log(request, record, action, known)
+        except ProxyError as exc:
+            return api.fail(record, exc)
+
+    async def _forward(self, request: Request, record: CallRecord, action: str, response_id: str) -> Response:
+        """One attempt at the creating provider (follow-ups are cheap to retry by the client)."""
+        api = self.api
+        method, tail = ACTIONS[action]
+        provider: Provider = api.caller.providers[record.provider or ""]
+        path = f"responses/{quote(response_id, safe='')}{tail}"
+        url = provider.url(path, record.upstream_model or "")
+        query = request.url.query
+        if query:
+            url += ("&" if "?" in url else "?") + query
+        upstream_headers = {"accept": "application/json", **provider.auth_headers()}
+        attempt = record.begin_attempt(provider.name, urlsplit(url).path)
+        try:
+            response = await provider.send(api.caller.client, UpstreamRequest(method, url, upstream_headers))
+            body = await response.read()
+        except UpstreamUnreachable as exc:
+            attempt.finish(error=str(exc))
+            raise unreachable_error(exc, provider.name) from None
+        attempt.finish(response.status_code)
+        if action == "delete" and response.status_code == 200:
+            api.responses.forget(response_id)
+            _note_deleted(record)
+        return self._send(record, response.status_code, body, passthrough_headers(response.headers))
+
+    def _answer_from_log(self, request: Request, record: CallRecord, action: str, known: KnownResponse) -> Response:
+        if action == "retrieve":
+            if request.query_params.get("stream") in ("true", "1"):
+                raise ProxyError(400, "Streaming a stored response again is not supported by this provider.",
+                                 param="stream", code="unsupported_parameter")
+            return self._json(record, known.response)
+        if action == "delete":
+            self.api.responses.forget(known.id)
+            _note_deleted(record)
+            return self._json(record, {"id": known.id, "object": "response", "deleted": True})
+        if action == "cancel":
+            raise ProxyError(400, "Only responses created with background=true can be cancelled.", code="invalid_request")
+        return self._json(record, _input_item_list(known, request.query_params))
+
+    def _json(self, record: CallRecord, body: dict[str, Any]) -> Response:
+        return self._send(record, 200, orjson.dumps(body), {"content-type": "application/json"})
+
+    def _send(self, record: CallRecord, status: int, body: bytes, headers: dict[str, str]) -> Response:
+        record.response_body = body
+        record.finish(status)
+        self.api.submit(record)
+        return Response(body, status, headers={**self.api.study_headers(record), **headers})
+
+
+def _note_deleted(record: CallRecord) -> None:
+    """The row says so: a later lookup in the log finds the response gone."""
+    record.study_metadata = {**(record.study_metadata or {}), "deleted": True}
+
+
+def _input_item_list(known: KnownResponse, query: Any) -> dict[str, Any]:
+    """`GET /responses/{id}/input_items` as OpenAI pages it: newest first unless `order=asc`."""
+    items = []
+    for number, item in enumerate(input_items(known.request)):
+        items.append({"id": item.get("id") or f"item_{known.id}_{number}", **item})
+    if query.get("order", "desc") != "asc":
+        items.reverse()
+    after = query.get("after")
+    if after:
+        ids = [item["id"] for item in items]
+        items = items[ids.index(after) + 1 :] if after in ids else []
+    try:
+        limit = max(1, min(100, int(query.get("limit", 20))))
+    except ValueError:
+        raise ProxyError(400, "`limit` must be a whole number.", param="limit", code="invalid_value") from None
+    page = items[:limit]
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+        "has_more": len(items) > limit,
+    }
