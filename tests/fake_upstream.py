@@ -353,11 +353,11 @@ class FakeUpstream:
             return error(400, f"Previous response with id '{previous}' not found.", "invalid_request_error",
                          "previous_response_id", "previous_response_not_found", headers)
         text = slow_answer() if kind.startswith("slow-stream") else chat_answer(last_user_text(body))
-        final = response_object(body, model, text)
+        final = response_object(body, model, text, kind)
         self.stored.keep(body, final)
         if not body.get("stream"):
             return JSONResponse(final, headers=headers)
-        events = response_stream_events(final, stream_words(text))
+        events = response_stream_events(final, stream_words)
         delay = SLOW_DELAY if kind.startswith("slow-stream") else 0.0
         return StreamingResponse(
             self._stream(recorded, events, delay, kind.startswith("cut-stream"), kind.startswith("stall-stream")),
