@@ -96,11 +96,11 @@ def with_tool_calls(text: str, calls: Any) -> str:
     """The message's text, then one `[tool call] name(arguments)` line per call, joined by
     newlines: how a message with tool calls reads in the `prompt` and `response` columns."""
     lines = [text] if text else []
-    lines += [line for call in (calls if isinstance(calls, Iterable) else ()) if (line := _tool_call_text(call))]
+    lines += [line for call in (calls if isinstance(calls, Iterable) else ()) if (line := tool_call_text(call))]
     return "\n".join(lines)
 
 
-def _tool_call_text(call: Any) -> str:
+def tool_call_text(call: Any) -> str:
     """`[tool call] name(arguments)`, or "" for something that is not a function call."""
     function = call.get("function") if isinstance(call, dict) else None
     if not isinstance(function, dict):
