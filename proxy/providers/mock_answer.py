@@ -96,7 +96,9 @@ def _formatted(conversation: Conversation, text: str) -> str:
     format = conversation.format or {}
     if format.get("type") == "json_schema":
         schema = format.get("schema")
-        return orjson.dumps(_instance(schema or {}, text, conversation.format_param)).decode()
+        if schema is None:
+            raise MockRequestError("A json_schema format needs its `schema`.", conversation.format_param)
+        return orjson.dumps(_instance(schema, text, conversation.format_param)).decode()
     shown = _schema_in(conversation.said)
     if shown is not None:
         try:
