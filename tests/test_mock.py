@@ -210,7 +210,8 @@ def test_json_object_gives_an_answer_object_or_the_schema_the_prompt_shows():
 
 
 def test_an_impossible_schema_is_a_400_naming_the_field():
-    response_format = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "integer", "minimum": 3, "maximum": 1}}}
+    impossible = {"type": "integer", "minimum": 3, "maximum": 1}
+    response_format = {"type": "json_schema", "json_schema": {"name": "x", "schema": impossible}}
     status, body = send("chat/completions", {"messages": user("x"), "response_format": response_format})
     assert status == 400 and orjson.loads(body)["error"]["param"] == "response_format"
 
@@ -238,7 +239,8 @@ def test_responses_input_items_parts_and_the_last_user_turn():
     items = [
         {"role": "user", "content": "first question"},
         {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "an answer"}]},
-        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "second"}, {"type": "input_text", "text": "part"}]},
+        {"type": "message", "role": "user",
+         "content": [{"type": "input_text", "text": "second"}, {"type": "input_text", "text": "part"}]},
     ]
     assert responses(input=items).output_text == "Mock answer to: second\npart"
 
@@ -330,7 +332,10 @@ def test_embeddings_dimensions_are_honoured_and_deterministic():
     assert vector("t", 100) == vector("t", 100)
 
 
-@pytest.mark.parametrize(("field", "value"), [("dimensions", 0), ("dimensions", "8"), ("dimensions", 10**6), ("encoding_format", "hex")])
+REFUSED = [("dimensions", 0), ("dimensions", "8"), ("dimensions", 3073), ("encoding_format", "hex"), ("input", ["x"] * 2049)]
+
+
+@pytest.mark.parametrize(("field", "value"), REFUSED)
 def test_embeddings_refuse_what_openai_refuses(field, value):
     status, body = send("embeddings", {"input": "x", field: value})
     assert status == 400 and orjson.loads(body)["error"]["param"] == field

@@ -241,6 +241,9 @@ def test_a_failed_branch_gives_the_hint_back():
         {"type": "string", "minLength": 5, "maxLength": 2},
         {"allOf": [{"type": "string"}, {"type": "integer"}]},
         {"$ref": "#/$defs/missing"},
+        {"type": "array", "items": {"type": "string"}, "minItems": 10**9},
+        {"type": "string", "minLength": 10**9},
+        {"type": "array", "minItems": 1000, "items": {"type": "array", "minItems": 1000, "items": {"type": "integer"}}},
         {"$defs": {"Loop": {"type": "object", "properties": {"me": {"$ref": "#/$defs/Loop"}}, "required": ["me"]}},
          "$ref": "#/$defs/Loop"},
     ],
@@ -263,3 +266,4 @@ def test_pattern_samples_match(pattern):
 def test_pattern_beyond_the_sampler_gives_none():
     assert sample(r"^(a)\1$") is None  # a back-reference
     assert sample("[") is None  # not a regex at all
+    assert sample(r"^(a{1000}){1000}$") is None  # longer than the sampler builds

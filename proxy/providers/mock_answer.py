@@ -73,7 +73,7 @@ def answer(conversation: Conversation) -> Answer:
     if conversation.last_role == "tool":
         text += f" (tool said: {'; '.join(conversation.tool_outputs)})"
     if conversation.format is not None:
-        text = _formatted(conversation, text)
+        text = _formatted(conversation, conversation.format, text)
     return Answer(text, None, prompt_tokens, len(text.split()))
 
 
@@ -83,7 +83,8 @@ def _tool_to_call(conversation: Conversation) -> dict[str, Any] | None:
         name = choice.get("name")
         named = next((tool for tool in tools if tool["name"] == name), None)
         if named is None:
-            raise MockRequestError(f"tool_choice names the function {name!r}, which is not among the tools.", "tool_choice")
+            message = f"tool_choice names the function {name!r}, which is not among the tools."
+            raise MockRequestError(message, "tool_choice")
         return named
     if choice == "required":
         return next((tool for tool in tools if tool["name"] not in conversation.called), tools[0])
@@ -92,10 +93,9 @@ def _tool_to_call(conversation: Conversation) -> dict[str, Any] | None:
     return tools[0] if conversation.last_role == "user" else None
 
 
-def _formatted(conversation: Conversation, text: str) -> str:
-    format = conversation.format or {}
-    if format.get("type") == "json_schema":
-        schema = format.get("schema")
+def _formatted(conversation: Conversation, wanted: dict[str, Any], text: str) -> str:
+    if wanted["type"] == "json_schema":
+        schema = wanted.get("schema")
         if schema is None:
             raise MockRequestError("A json_schema format needs its `schema`.", conversation.format_param)
         return orjson.dumps(_instance(schema, text, conversation.format_param)).decode()

@@ -6,6 +6,7 @@ Chat Completions, Responses and legacy completions differ in shape only; read in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,13 +69,14 @@ def from_chat(payload: dict[str, Any]) -> Conversation:
         conversation.tools = [
             _tool(tool["function"], f"tools[{i}].function.parameters")
             for i, tool in enumerate(tools)
-            if isinstance(tool, dict) and tool.get("type", "function") == "function" and isinstance(tool.get("function"), dict)
+            if isinstance(tool, dict) and tool.get("type", "function") == "function"
+            and isinstance(tool.get("function"), dict)
         ]
         _choose(conversation, payload.get("tool_choice"), lambda named: (named.get("function") or {}).get("name"))
-    format = payload.get("response_format")
-    if isinstance(format, dict) and format.get("type") in JSON_FORMATS:
-        spec = format.get("json_schema")
-        conversation.format = {"type": format["type"], "schema": spec.get("schema") if isinstance(spec, dict) else None}
+    wanted = payload.get("response_format")
+    if isinstance(wanted, dict) and wanted.get("type") in JSON_FORMATS:
+        spec = wanted.get("json_schema")
+        conversation.format = {"type": wanted["type"], "schema": spec.get("schema") if isinstance(spec, dict) else None}
     return conversation
 
 
@@ -111,9 +113,9 @@ def from_responses(payload: dict[str, Any]) -> Conversation:
         ]
         _choose(conversation, payload.get("tool_choice"), lambda named: named.get("name"))
     text = payload.get("text")
-    format = text.get("format") if isinstance(text, dict) else None
-    if isinstance(format, dict) and format.get("type") in JSON_FORMATS:
-        conversation.format = {"type": format["type"], "schema": format.get("schema")}
+    wanted = text.get("format") if isinstance(text, dict) else None
+    if isinstance(wanted, dict) and wanted.get("type") in JSON_FORMATS:
+        conversation.format = {"type": wanted["type"], "schema": wanted.get("schema")}
     return conversation
 
 
@@ -126,7 +128,7 @@ def _tool(function: dict[str, Any], param: str) -> dict[str, Any]:
     }
 
 
-def _choose(conversation: Conversation, choice: Any, name_of: Any) -> None:
+def _choose(conversation: Conversation, choice: Any, name_of: Callable[[dict[str, Any]], Any]) -> None:
     """`tool_choice` as the rule reads it; `allowed_tools` narrows the tools and gives its mode."""
     if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
         allowed = choice.get("allowed_tools") if isinstance(choice.get("allowed_tools"), dict) else choice

@@ -14,14 +14,17 @@ from typing import Any
 from .mock_conversation import MockRequestError
 
 DEFAULT_DIMENSIONS = 8
-#: text-embedding-3-large has 3072; past this a request is refused rather than served huge.
-MAX_DIMENSIONS = 8192
+#: OpenAI's limits: text-embedding-3-large's 3072 dimensions, 2048 inputs a request.
+MAX_DIMENSIONS = 3072
+MAX_INPUTS = 2048
 
 
 def embeddings(payload: dict[str, Any]) -> dict[str, Any]:
     """The `/embeddings` answer for `payload`; a 400 for a format or size OpenAI would refuse."""
     inputs = payload.get("input", "")
     inputs = [inputs] if isinstance(inputs, str) else list(inputs)
+    if len(inputs) > MAX_INPUTS:
+        raise MockRequestError(f"`input` may hold at most {MAX_INPUTS} items.", "input")
     dimensions = payload.get("dimensions")
     if dimensions is None:
         dimensions = DEFAULT_DIMENSIONS

@@ -16,6 +16,8 @@ try:
 except ImportError:  # pragma: no cover - a Python without it: patterns fall back to the other candidates
     _sre = None
 
+#: Longer samples are not built: a pattern like `a{1000000000}` must not take the memory.
+MAX_LENGTH = 100_000
 #: What stands for a character class: the first candidate that the class accepts.
 _CANDIDATES = "a0A _-.x"
 _CATEGORIES = {
@@ -54,7 +56,10 @@ def _emit(items: Any) -> str:
             out.append(_class_member(arg))
         elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
             low, _high, sub = arg
-            out.append(_emit(sub) * low)
+            piece = _emit(sub)
+            if len(piece) * low > MAX_LENGTH:
+                raise _Unsupported("a sample this long")
+            out.append(piece * low)
         elif name in ("SUBPATTERN", "ATOMIC_GROUP"):
             out.append(_emit(arg[-1]))
         elif name == "BRANCH":

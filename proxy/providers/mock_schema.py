@@ -34,6 +34,9 @@ from .mock_pattern import sample
 
 #: Deeper than this, a branch fails: a schema that recurses without a way out has no instance.
 MAX_DEPTH = 64
+#: Values and string characters one instance may hold: a client's `minItems: 10**9` must not
+#: take the process's memory.
+BUDGET = 100_000
 
 _EPOCH = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
@@ -77,10 +80,12 @@ class _Generator:
         self.hint = hint
         self.hint_free = hint is not None
         self.expanding = _root_refs(root)  # the `$ref`s on the way down, to cut cycles
+        self.budget = BUDGET
 
     def value(self, schema: Any, depth: int, variant: int) -> Any:
         if depth > MAX_DEPTH:
             raise _NoInstance("the schema nests deeper than the mock goes")
+        self._spend(1)
         if schema is True or schema is None:
             return None
         if schema is False:
@@ -155,6 +160,11 @@ class _Generator:
                 reasons.append(str(exc))
         raise _NoInstance(f"no branch of {keyword} works: " + "; ".join(reasons))
 
+    def _spend(self, units: int) -> None:
+        self.budget -= units
+        if self.budget < 0:
+            raise _NoInstance(f"the instance would be larger than the mock builds ({BUDGET:,} values and characters)")
+
     # -- one maker per type ---------------------------------------------------------------
 
     def object(self, schema: dict[str, Any], depth: int, variant: int) -> dict[str, Any]:
@@ -165,6 +175,7 @@ class _Generator:
             if name not in out:
                 out[name] = self.value(properties.get(name, extra), depth + 1, 0)
         wanted = int(schema.get("minProperties", 0))
+        self._spend(wanted)
         for name, sub in properties.items():
             if len(out) >= wanted:
                 break
@@ -186,6 +197,7 @@ class _Generator:
         count = max(int(schema.get("minItems", 0)), containing)
         if count > schema.get("maxItems", count):
             raise _NoInstance("the array needs more items than maxItems allows")
+        self._spend(count)
         unique = bool(schema.get("uniqueItems"))
         out = []
         for i in range(count):
@@ -206,6 +218,7 @@ class _Generator:
             candidates.append(FORMATS[fmt](variant))
         if pattern is not None and (matching := sample(pattern)) is not None:
             candidates.append(matching)
+        self._spend(low)
         candidates.append((str(variant) if variant else "").ljust(low, "x"))
         for text in candidates:
             if len(text) < low or (high is not None and len(text) > high):
