@@ -110,8 +110,7 @@ def test_previous_response_id_on_the_mock_is_rebuilt_from_the_log(proxy):
     # the mock counts every input word: each turn carried the ones before it
     assert first.usage.input_tokens < second.usage.input_tokens < third.usage.input_tokens
 
-    rows = _responses_rows(proxy, proxy.log.count())
-    row = next(r for r in rows if loads(r["metadata"]).get("response_id") == third.id)
+    row = proxy.log.wait_response(third.id)
     assert loads(row["request_json"])["previous_response_id"] == second.id  # the row keeps what the client sent
     assert "rebuilt from the log: 4 earlier items" in " ".join(loads(row["metadata"])["study_notes"])
     items = client.responses.input_items.list(third.id, order="asc")

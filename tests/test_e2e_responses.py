@@ -72,16 +72,6 @@ def test_create_round_trip_and_the_row(proxy, client, upstream):
     assert [(a["provider"], a["url_path"], a["status_code"]) for a in attempts] == [("openai", "/v1/responses", 200)]
 
 
-def response_row(proxy, response_id: str):
-    """The row of the `POST /responses` call that created `response_id` (waiting for the recorder)."""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        for row in proxy.log.rows("endpoint = 'responses' AND metadata LIKE ?", (f'%"{response_id}"%',)):
-            return row
-        time.sleep(0.02)
-    raise AssertionError(f"no row for response {response_id}")
-
-
 class Weather(BaseModel):
     city: str
     celsius: int
@@ -109,7 +99,7 @@ def test_a_tool_round_trip(proxy, client, upstream, stream):
         input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny, 21 C"}],
     )
     assert second.output_text == "Fake answer after the tool said: sunny, 21 C"
-    rows = [response_row(proxy, first.id), response_row(proxy, second.id)]
+    rows = [proxy.log.wait_response(first.id), proxy.log.wait_response(second.id)]
     assert rows[0]["response"] == f'[tool call] get_weather({json.dumps(TOOL_ARGUMENTS, separators=(",", ":"))})'
     assert rows[1]["prompt"] == "tool: sunny, 21 C"
 
