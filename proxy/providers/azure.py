@@ -16,7 +16,7 @@ class AzureProvider(Provider):
     lists_models = False
 
     def url(self, endpoint: str, upstream_model: str) -> str:
-        if endpoint == "responses" or endpoint.startswith("responses/"):
+        if endpoint == "responses":
             return self.forward_url(endpoint)  # no deployment in the path (it is the body's model), no api-version
         deployment = quote(upstream_model, safe="")
         return (
