@@ -90,6 +90,7 @@ def test_create_with_instructions_is_asked_as_chat_and_answered_as_a_response(pr
         "responses", "hyperbolic", MODEL, 200)
     assert loads(row["request_json"])["input"] == "Hello translated"  # as the client sent it
     assert loads(row["response_json"])["object"] == "response"  # as the client received it
+    assert "translated to chat/completions" in loads(row["metadata"])["study_notes"][0]
     [attempt] = proxy.log.attempts(row["request_id"])
     assert attempt["url_path"] == "/hyperbolic/v1/chat/completions"
 
