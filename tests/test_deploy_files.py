@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,15 @@ def test_dockerfile_builds_from_a_base_a_site_can_replace() -> None:
     stages = [line for line in lines if line.startswith("FROM ")]
     assert len(stages) >= 2, "multi-stage: a build stage and a runtime stage"
     assert all(line.split()[1] == "${PYTHON_IMAGE}" for line in stages), stages
+
+
+def test_dockerignore_lets_in_every_package_of_the_project() -> None:
+    """.dockerignore is an allow-list: a package that pyproject.toml ships but that list leaves
+    out would be missing from an image built from source (without wheels/)."""
+    packages = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    allowed = {line for line in (REPO_ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")}
+    for pattern in packages["include"]:
+        assert f"!{pattern.rstrip('*')}/" in allowed, f"{pattern} is not let into the build context"
 
 
 def test_hadolint_finds_nothing() -> None:
