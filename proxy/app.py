@@ -74,12 +74,14 @@ def create_app(settings: Settings) -> ProxyApp:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await recorder.start()  # migrates the log, replays any spool left by an earlier run
+        await api.start()  # Redis (when configured) and the metrics' publisher
         if datasette is not None:
             await datasette.invoke_startup()
         try:
             yield
         finally:
             await client.aclose()
+            await api.aclose()
             await recorder.stop()
             await store.dispose()
 

@@ -71,6 +71,18 @@ class CachePolicy:
 
 
 @dataclass(frozen=True)
+class RedisPolicy:
+    """How the processes on one `REDIS_URL` share single-flight and the cache (docs/deployment.md)."""
+
+    prefix: str = "study-query-llm:"  # of every key and channel: several deployments can share a Redis
+    lease: float = 5.0  # seconds a flight's lease lasts unless its leader renews it (every third of it)
+    poll: float = 0.25  # how often a follower looks for the answer, should a notice go missing
+    timeout: float = 0.5  # per command (and to connect): longer, and the call goes on without Redis
+    retry_interval: float = 5.0  # while Redis is away, how often it is tried again
+    max_entry_bytes: int = 1024 * 1024  # larger answers are not cached, nor passed through Redis
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole configuration of one proxy process."""
 
@@ -88,6 +100,9 @@ class Settings:
     retry: RetryPolicy = RetryPolicy()
     timeouts: Timeouts = Timeouts()
     cache: CachePolicy = CachePolicy()
+    redis_url: str | None = field(default=None, repr=False)  # a URL may hold a password
+    redis: RedisPolicy = RedisPolicy()
+    metrics_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR: metrics summed across processes (proxy/metrics.py)
 
     @property
     def default_provider(self) -> str:
@@ -146,6 +161,9 @@ def load_settings(
         "retry": _section(RetryPolicy, config.get("retry", {}), "retry"),
         "timeouts": _section(Timeouts, config.get("timeouts", {}), "timeouts"),
         "cache": _section(CachePolicy, config.get("cache", {}), "cache"),
+        "redis_url": env.get("REDIS_URL") or None,
+        "redis": _section(RedisPolicy, config.get("redis", {}), "redis"),
+        "metrics_dir": env.get("PROMETHEUS_MULTIPROC_DIR") or None,
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)
