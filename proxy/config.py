@@ -83,6 +83,14 @@ class RedisPolicy:
 
 
 @dataclass(frozen=True)
+class UICopyPolicy:
+    """The SQLite copy of a PostgreSQL log that `/ui/` serves (analytics/export.py)."""
+
+    copy_path: str = ""  # default: ./study_query_llm.ui-copy.db
+    refresh: float = 60.0  # seconds between two refreshes of the copy
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole configuration of one proxy process."""
 
@@ -102,6 +110,7 @@ class Settings:
     cache: CachePolicy = CachePolicy()
     redis_url: str | None = field(default=None, repr=False)  # a URL may hold a password
     redis: RedisPolicy = RedisPolicy()
+    ui_copy: UICopyPolicy = UICopyPolicy()
     metrics_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR: metrics summed across processes (proxy/metrics.py)
 
     @property
@@ -163,6 +172,7 @@ def load_settings(
         "cache": _section(CachePolicy, config.get("cache", {}), "cache"),
         "redis_url": env.get("REDIS_URL") or None,
         "redis": _section(RedisPolicy, config.get("redis", {}), "redis"),
+        "ui_copy": _section(UICopyPolicy, config.get("ui", {}), "ui"),
         "metrics_dir": env.get("PROMETHEUS_MULTIPROC_DIR") or None,
     }
     values.update({k: v for k, v in overrides.items() if v is not None})

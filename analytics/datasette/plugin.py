@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextvars
 import json
 import re
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
@@ -161,7 +162,38 @@ async def _start_page_vars(datasette: Datasette, request: Any) -> dict[str, Any]
         "study_runs_url": datasette.urls.table(DATABASE, "inference_runs"),
         "study_attempts_url": datasette.urls.table(DATABASE, "attempts"),
         "study_database_url": datasette.urls.database(DATABASE),
+        "study_copy": await _copy_state(datasette),
     }
+
+
+async def _copy_state(datasette: Datasette) -> dict[str, Any] | None:
+    """Where a copy of the log comes from and how old it is (`analytics.export`); None for the log itself."""
+    try:
+        result = await datasette.execute(
+            DATABASE, "select source, refreshed_at, refresh_seconds, since from copy_state limit 1"
+        )
+    except Exception:  # noqa: BLE001 - not a copy: no such table
+        return None
+    if not result.rows:
+        return {"first": True}
+    row = dict(result.rows[0])
+    try:
+        made = datetime.fromisoformat(str(row["refreshed_at"]).replace("Z", "+00:00"))
+        row["age"] = _age((datetime.now(UTC) - made).total_seconds())
+    except ValueError:
+        row["age"] = None
+    refresh = row.get("refresh_seconds")
+    row["refresh"] = f"{refresh:g}" if isinstance(refresh, (int, float)) else None
+    return row
+
+
+def _age(seconds: float) -> str:
+    """"12 s", "4 min", "3 h", "2 days": how long ago, for people."""
+    seconds = max(0.0, seconds)
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size * (2 if unit == "days" else 1):
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 async def _studies(datasette: Datasette) -> list[dict[str, Any]]:
