@@ -42,8 +42,12 @@ class UICopy:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Make sure the copy exists (so that Datasette opens it at once), then refresh it in the background."""
-        await prepare(self.path)
+        """Make sure the copy exists (so that Datasette opens it at once), then refresh it in the
+        background. A copy that cannot be made does not stop the proxy: the refreshes say why."""
+        try:
+            await prepare(self.path)
+        except Exception as exc:  # an unwritable directory, say: /ui/ fails, the proxy serves
+            log.warning("cannot make the /ui/ copy %s (%s)", self.path, _describe(exc))
         self._task = asyncio.get_running_loop().create_task(self._refresh_forever(), name="ui-copy")
 
     async def refresh_once(self) -> bool:

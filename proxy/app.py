@@ -89,10 +89,10 @@ def create_app(settings: Settings) -> ProxyApp:
             yield
         finally:
             await client.aclose()
-            await api.aclose()
             if ui_copy is not None:
                 await ui_copy.aclose()
             await recorder.stop()
+            await api.aclose()  # after the recorder: the metrics' last publish has its final counts
             await store.dispose()
 
     options: dict[str, Any] = {

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import time
@@ -30,7 +31,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
@@ -56,6 +57,7 @@ PUBLISH_INTERVAL = 1.0
 #: Metric names for the recorder's levels, where the key alone would not say what is counted.
 LEVEL_NAMES = {"pending": "recorder_pending_rows", "held_in_memory": "recorder_held_rows"}
 _NAME = re.compile(r"[^a-zA-Z0-9_]")
+log = logging.getLogger("proxy.metrics")
 _DECODER = json.JSONDecoder()
 
 
@@ -82,6 +84,13 @@ class Metrics:
     def __init__(self, client_keys: Mapping[str, str], stats: Callable[[], dict[str, Any]], multiproc_dir: str | None = None) -> None:
         self.client_keys = client_keys
         self.stats = stats
+        if multiproc_dir and values.ValueClass is values.MutexValue:
+            # prometheus-client chose its mode when it was imported, from the process environment
+            log.warning(
+                "PROMETHEUS_MULTIPROC_DIR is set, but not in the environment this process started with "
+                "(a .env file?): /metrics counts this process only"
+            )
+            multiproc_dir = None
         self.multiproc_dir = multiproc_dir or None
         self.registry = CollectorRegistry()
         self.models = LabelCap(MAX_MODELS)

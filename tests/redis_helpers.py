@@ -96,3 +96,11 @@ class OwnRedis:
             self.process.terminate()
             self.process.wait(10)
         self.process = None
+
+
+def free_port_redis_url() -> str:
+    """A Redis URL on which nothing listens."""
+    with socket.socket() as sock:
+        sock.bind((REDIS_HOST, 0))
+        port = sock.getsockname()[1]
+    return f"redis://{REDIS_HOST}:{port}/0"
