@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import clients
-from procs import LOAD_CPU, pinned
+from procs import LOAD_CPU, cpu_seconds, pinned
 from targets import RUN_ID, Leg, unique
 
 BENCH = Path(__file__).resolve().parent
@@ -257,8 +257,14 @@ def streaming(legs: list[Leg], rounds: int, block: int, settle: Settle, tokens: 
 
 
 def wrk_rounds(legs: list[Leg], conns: int, reps: int, warmup: float, settle: Settle,
-               duration_for: Callable[[Leg], float], on_run: Callable[[Leg, dict[str, Any]], None] | None = None) -> Measured:
-    """wrk at `conns` connections, one warm-up run per leg, then `reps` interleaved runs per leg."""
+               duration_for: Callable[[Leg], float], on_run: Callable[[Leg, dict[str, Any]], None] | None = None,
+               pid_of: Callable[[Leg], int | None] | None = None) -> Measured:
+    """wrk at `conns` connections, one warm-up run per leg, then `reps` interleaved runs per leg.
+
+    With `pid_of` (the process serving a leg, or None), each run also reports the CPU time
+    that process spent per answer, up to when it has settled (its log written): on a shared
+    machine, a steadier measure of the work per request than req/s.
+    """
     m = Measured()
     for leg in legs:  # warm-up (also opens the connections)
         settle()
@@ -266,7 +272,12 @@ def wrk_rounds(legs: list[Leg], conns: int, reps: int, warmup: float, settle: Se
         m.completed_ours += run["requests"] if leg.on_ours else 0
 
     def measure(leg: Leg) -> dict[str, Any]:
+        pid = pid_of(leg) if pid_of is not None else None
+        before = cpu_seconds(pid) if pid else 0.0
         run = wrk(leg.url(), leg.body(), conns, duration_for(leg), leg.target.auth)
+        if pid:
+            settle()
+            run["cpu_us_per_request"] = (cpu_seconds(pid) - before) / max(1, run["requests"]) * 1e6
         m.completed_ours += run["requests"] if leg.on_ours else 0
         if on_run is not None:
             on_run(leg, run)
@@ -282,4 +293,6 @@ def wrk_rounds(legs: list[Leg], conns: int, reps: int, warmup: float, settle: Se
             "error_kinds": merge_counts([x["error_kinds"] for x in rs]),
             "runs": rs,
         }
+        if all("cpu_us_per_request" in x for x in rs):
+            m.targets[name]["cpu_us_per_request"] = med([x["cpu_us_per_request"] for x in rs])
     return m

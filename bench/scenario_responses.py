@@ -75,16 +75,20 @@ def run(bench: Bench) -> None:
     found = [Leg("direct", direct_target(bench.upstream.port), "lat0", RESPONSES)] if bench.want("direct") else []
     found += [Leg("chat", t, "lat0", CHAT), Leg("ours", t, "lat0", RESPONSES)]
     found += [Leg("translated", t, "chatonly", RESPONSES)] if TRANSLATION else []
-    m = wrk_rounds(found, CONNS, plan.reps, plan.warmup, bench.settle, lambda leg: plan.duration)
+    m = wrk_rounds(found, CONNS, plan.reps, plan.warmup, bench.settle, lambda leg: plan.duration,
+                   pid_of=lambda leg: ours.pid if leg.on_ours else None)
     through = {"conns": CONNS, "reps": plan.reps, "duration_s": plan.duration, "targets": m.targets}
     for name in ("ours", "translated"):
         if name in m.rounds:
             through[f"{name}_over_chat"] = m.ratio(name, "chat")
+            through[f"{name}_cpu_over_chat"] = m.ratio(name, "chat", "cpu_us_per_request")
     through["ours_rows"] = bench.finish_ours(ours, m.completed_ours)
     out["throughput"] = through
     for name, v in m.targets.items():
-        ratio = f", ÷ chat {through[name + '_over_chat']:.2f}" if name + "_over_chat" in through else ""
-        log(f"  {ENDPOINT_LABEL[name]:30} {v['rps']:,.0f} req/s, p99 {v['p99_ms']:.2f} ms, errors {v['errors']}{ratio}")
+        cpu = f", {v['cpu_us_per_request']:.0f} µs CPU per request" if "cpu_us_per_request" in v else ""
+        ratio = (f", ÷ chat {through[name + '_over_chat']:.2f} (CPU {through[name + '_cpu_over_chat']:.2f})"
+                 if name + "_over_chat" in through else "")
+        log(f"  {ENDPOINT_LABEL[name]:30} {v['rps']:,.0f} req/s, p99 {v['p99_ms']:.2f} ms, errors {v['errors']}{cpu}{ratio}")
     bench.results["f"] = out
 
 
@@ -164,12 +168,15 @@ def markdown(f: dict[str, Any], fmt: Any, rows_line: Any) -> list[str]:
     th = f.get("throughput")
     if th:
         out += [f"Throughput, wrk -c{th['conns']}, 0 ms upstream ({th['reps']} rounds × {th['duration_s']:g} s per leg, "
-                "interleaved; medians; ÷ chat is the median of the per-round ratios)", "",
-                "| | req/s | p50 ms | p99 ms | errors | ÷ chat/completions |", "|---|---|---|---|---|---|"]
+                "interleaved; medians; ÷ chat is the median of the per-round ratios; CPU is our proxy process's "
+                "user + system time per answer, its log written)", "",
+                "| | req/s | p50 ms | p99 ms | errors | proxy CPU µs / request | req/s ÷ chat | CPU ÷ chat |",
+                "|---|---|---|---|---|---|---|---|"]
         for name, v in th["targets"].items():
-            ratio = th.get(f"{name}_over_chat")
+            ratios = [th.get(f"{name}_over_chat"), th.get(f"{name}_cpu_over_chat")]
             out.append(f"| {ENDPOINT_LABEL[name]} | {fmt(v['rps'], 0)} | {fmt(v['p50_ms'])} | {fmt(v['p99_ms'])} | {v['errors']} | "
-                       + (f"**{fmt(ratio)}**" if ratio is not None else "") + " |")
+                       f"{fmt(v.get('cpu_us_per_request'), 0)} | "
+                       + " | ".join(f"**{fmt(x)}**" if x is not None else "" for x in ratios) + " |")
         out += ["", _account(th.get("ours_rows"), rows_line), ""]
     return out
 
