@@ -160,7 +160,7 @@ class ProxyAPI:
             routes = self.router.resolve(model)
             upstream_payload = payload
             if endpoint == "responses":
-                routes, upstream_payload = await self.turns.prepare(payload, routes)
+                routes, upstream_payload = await self.turns.prepare(record, payload, routes)
             record.provider, record.upstream_model = routes[0].provider, routes[0].upstream_model
             key = request_key(endpoint, routes, identity(headers, record.client), payload)
             call = Call(record, endpoint, payload, routes, options, self._cache_mode(options, model), key, upstream_payload)

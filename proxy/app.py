@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -15,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from .api import ENDPOINTS, ProxyAPI
 from .config import Settings
+from .cors import with_cors
 from .errors import ProxyError
 from .providers import build_providers
 from .recorder import Recorder
@@ -45,6 +46,18 @@ class ProxyApp(Starlette):
         await super().__call__(scope, receive, send)
 
 
+class CORSProxyApp(ProxyApp):
+    """The same, behind the CORS policy, the direct `POST /v1/*` calls included. A class of its
+    own so that without origins configured no request pays for the layer."""
+
+    def __init__(self, api: ProxyAPI, origins: Sequence[str], **kwargs: Any) -> None:
+        super().__init__(api, **kwargs)
+        self.cors = with_cors(super().__call__, origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.cors(scope, receive, send)
+
+
 def create_app(settings: Settings) -> ProxyApp:
     store = Store(settings.database_url)
     recorder = Recorder(store)
@@ -70,7 +83,13 @@ def create_app(settings: Settings) -> ProxyApp:
             await recorder.stop()
             await store.dispose()
 
-    app = ProxyApp(api, routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
+    options: dict[str, Any] = {
+        "routes": routes, "lifespan": lifespan, "exception_handlers": {HTTPException: _http_error}
+    }
+    if settings.cors_allow_origins:
+        app: ProxyApp = CORSProxyApp(api, settings.cors_allow_origins, **options)
+    else:
+        app = ProxyApp(api, **options)
     app.state.ui = datasette is not None
     return app
 

@@ -7,6 +7,7 @@ of the code reads `Settings` and never looks at `os.environ` itself.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_HYPERBOLIC_ENDPOINT = "https://api.hyperbolic.xyz/v1"
 DEFAULT_AZURE_API_VERSION = "2024-10-21"
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+#: A browser origin as a page sends it: scheme://host[:port], no path (checked after lower-casing).
+ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#\s]+")
 
 
 class ConfigError(ValueError):
@@ -81,6 +84,7 @@ class Settings:
     port: int = 8000
     ui: bool = True
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    cors_allow_origins: tuple[str, ...] = ()  # browser origins granted cross-origin access; "*" for any
     retry: RetryPolicy = RetryPolicy()
     timeouts: Timeouts = Timeouts()
     cache: CachePolicy = CachePolicy()
@@ -120,7 +124,7 @@ def load_settings(
     for name, table in config.get("providers", {}).items():
         providers[name] = _configured_provider(name, table, env)
     server = config.get("server", {})
-    unknown = set(server) - {"max_body_bytes"}
+    unknown = set(server) - {"max_body_bytes", "cors_allow_origins"}
     if unknown:
         raise ConfigError(
             f"[server] has no setting {', '.join(sorted(unknown))} "
@@ -137,6 +141,7 @@ def load_settings(
         "host": env.get("PANEL_ADDRESS") or "127.0.0.1",
         "port": int(env.get("PANEL_PORT") or 8000),
         "max_body_bytes": int(server.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES)),
+        "cors_allow_origins": _cors_origins(env.get("CORS_ALLOW_ORIGINS"), server.get("cors_allow_origins", [])),
         "retry": _section(RetryPolicy, config.get("retry", {}), "retry"),
         "timeouts": _section(Timeouts, config.get("timeouts", {}), "timeouts"),
         "cache": _section(CachePolicy, config.get("cache", {}), "cache"),
@@ -249,6 +254,26 @@ def _section(kind: type, table: Mapping[str, Any], name: str) -> Any:
             raise ConfigError(f"[{name}] {key} must be a {expected.__name__}")
         values[key] = value
     return kind(**values)
+
+
+def _cors_origins(from_env: str | None, from_file: Any) -> tuple[str, ...]:
+    """`CORS_ALLOW_ORIGINS` (a comma list) when it is set, else `[server] cors_allow_origins`
+    (a list): the environment replaces the file's list rather than adding to it, so one
+    variable can narrow a shared config file without editing it."""
+    if not isinstance(from_file, list) or not all(isinstance(o, str) for o in from_file):
+        raise ConfigError("[server] cors_allow_origins must be a list of strings")
+    if from_env:
+        source, origins = "CORS_ALLOW_ORIGINS", from_env.split(",")
+    else:
+        source, origins = "[server] cors_allow_origins", from_file
+    origins = [o.strip().lower() for o in origins if o.strip()]
+    for origin in origins:
+        if origin != "*" and not ORIGIN.fullmatch(origin):
+            raise ConfigError(
+                f"{source}: {origin!r} is not an origin: write scheme://host[:port] "
+                "(no path, no trailing slash), or * for any origin"
+            )
+    return tuple(dict.fromkeys(origins))
 
 
 def _client_keys(table: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, str]:

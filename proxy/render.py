@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+from collections.abc import Iterable
 from typing import Any
+
+#: Bytes per dimension of a base64 embedding: OpenAI packs little-endian float32 values.
+FLOAT32_BYTES = 4
 
 
 def content_text(content: Any) -> str:
@@ -34,9 +40,7 @@ def render_prompt(endpoint: str, payload: dict[str, Any]) -> str | None:
         blocks = []
         for message in messages:
             if isinstance(message, dict):
-                text = content_text(message.get("content"))
-                for call in message.get("tool_calls") or []:
-                    text += tool_call_text(call)
+                text = with_tool_calls(content_text(message.get("content")), message.get("tool_calls"))
                 blocks.append(f"{message.get('role', '?')}: {text}")
         return "\n\n".join(blocks)
     value = payload.get("prompt" if endpoint == "completions" else "input")
@@ -56,7 +60,8 @@ def render_answer(endpoint: str, answer: dict[str, Any]) -> str | None:
     if endpoint == "embeddings":
         data = answer.get("data")
         if isinstance(data, list) and data and isinstance(data[0], dict):
-            return f"[{len(data)} embedding(s) of {len(data[0].get('embedding') or [])} dimensions]"
+            dimensions = embedding_dimensions(data[0].get("embedding"))
+            return f"[{len(data)} embedding(s) of {'?' if dimensions is None else dimensions} dimensions]"
         return None
     choices = answer.get("choices")
     if not isinstance(choices, list) or not choices:
@@ -70,15 +75,34 @@ def render_answer(endpoint: str, answer: dict[str, Any]) -> str | None:
             continue
         message = choice.get("message") or {}
         text = content_text(message.get("content")) or str(message.get("refusal") or "")
-        for call in message.get("tool_calls") or []:
-            text += tool_call_text(call)
-        texts.append(text)
+        texts.append(with_tool_calls(text, message.get("tool_calls")))
     return "\n\n---\n\n".join(texts)
 
 
+def embedding_dimensions(embedding: Any) -> int | None:
+    """How many numbers an embedding holds: a list's length, or a base64 string's float32 count
+    (the SDKs ask for base64 by default, and its length in characters says nothing)."""
+    if isinstance(embedding, list):
+        return len(embedding)
+    if isinstance(embedding, str):
+        try:
+            return len(base64.b64decode(embedding, validate=True)) // FLOAT32_BYTES
+        except binascii.Error:
+            return None
+    return None
+
+
+def with_tool_calls(text: str, calls: Any) -> str:
+    """The message's text, then one `[tool call] name(arguments)` line per call, joined by
+    newlines: how a message with tool calls reads in the `prompt` and `response` columns."""
+    lines = [text] if text else []
+    lines += [line for call in (calls if isinstance(calls, Iterable) else ()) if (line := tool_call_text(call))]
+    return "\n".join(lines)
+
+
 def tool_call_text(call: Any) -> str:
-    """`[tool call] name(arguments)`: how a tool call reads in the `response` column."""
+    """`[tool call] name(arguments)`, or "" for something that is not a function call."""
     function = call.get("function") if isinstance(call, dict) else None
     if not isinstance(function, dict):
         return ""
-    return f"\n[tool call] {function.get('name', '')}({function.get('arguments', '')})"
+    return f"[tool call] {function.get('name', '')}({function.get('arguments', '')})"

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from .errors import error_body
-from .render import tool_call_text
+from .render import with_tool_calls
 
 DONE = b"[DONE]"
 
@@ -24,7 +24,7 @@ class StreamRelay:
         self.strip_usage = strip_usage
         self._buffer = b""
         self._texts: dict[int, list[str]] = {}
-        self._tools: dict[int, dict[int, dict[str, str]]] = {}
+        self._tools: dict[int, dict[int, dict[str, Any]]] = {}  # choice → call index → tool call
         self._finish: dict[int, str | None] = {}
         self.usage: dict[str, Any] | None = None
         self.error: dict[str, Any] | None = None
@@ -65,9 +65,7 @@ class StreamRelay:
                 continue
             message: dict[str, Any] = {"role": "assistant", "content": text}
             if index in self._tools:
-                message["tool_calls"] = [
-                    {"type": "function", "function": call} for _, call in sorted(self._tools[index].items())
-                ]
+                message["tool_calls"] = [call for _, call in sorted(self._tools[index].items())]
             choices.append({"index": index, "message": message, "finish_reason": self._finish.get(index)})
         answer: dict[str, Any] = {"id": self.id, "model": self.model, "choices": choices, "usage": self.usage}
         if self.error is not None:
@@ -80,10 +78,8 @@ class StreamRelay:
         return error_event(message, code=code)
 
     def _choice_text(self, index: int) -> str:
-        text = "".join(self._texts.get(index, []))
-        for call in self._tools.get(index, {}).values():
-            text += tool_call_text({"function": call})
-        return text
+        calls = [call for _, call in sorted(self._tools.get(index, {}).items())]
+        return with_tool_calls("".join(self._texts.get(index, [])), calls)
 
     def _event(self, event: bytes) -> bytes:
         data = b"\n".join(
@@ -139,12 +135,19 @@ class StreamRelay:
                 self._texts.setdefault(index, [])
 
     def _tool_delta(self, index: int, call: dict[str, Any]) -> None:
+        """One piece of a streamed tool call: its first piece carries `id` and `type`, every
+        piece may carry a part of the name and the arguments."""
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
-        slot = self._tools.setdefault(index, {}).setdefault(call.get("index", 0), {"name": "", "arguments": ""})
+        slot = self._tools.setdefault(index, {}).setdefault(
+            call.get("index", 0), {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
+        )
+        slot["id"] = slot["id"] or call.get("id")
+        if call.get("type"):
+            slot["type"] = call["type"]
         function = call.get("function") or {}
-        slot["name"] += function.get("name") or ""
-        slot["arguments"] += function.get("arguments") or ""
+        slot["function"]["name"] += function.get("name") or ""
+        slot["function"]["arguments"] += function.get("arguments") or ""
 
 
 def error_event(message: str, type: str = "upstream_error", code: str | None = None) -> bytes:

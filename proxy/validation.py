@@ -9,6 +9,7 @@ import orjson
 from starlette.requests import Request
 
 from .errors import ProxyError
+from .inflate import inflaters, too_large
 
 JSON_TYPES = ("application/json", "text/json")
 
@@ -21,16 +22,22 @@ RESPONSES_FIELDS: dict[str, type | tuple[type, ...]] = {
 
 
 async def read_body(request: Request, headers: Mapping[str, str], limit: int) -> bytes:
-    """The raw body, refused with 413 as soon as it is known to exceed `limit` bytes."""
+    """The body, inflated when it came compressed (`Content-Encoding`), refused with 413 as soon
+    as it is known to exceed `limit` bytes, as sent or inflated."""
+    decoders = inflaters(headers.get("content-encoding"), limit)
     declared = headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
+        raise too_large(limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise _too_large(limit)
+            raise too_large(limit)
+        for decoder in decoders:
+            chunk = decoder.feed(chunk)
         chunks.append(chunk)
+    for decoder in decoders:
+        decoder.finish()
     return b"".join(chunks)
 
 
@@ -116,7 +123,3 @@ def _required(name: str, value: Any, kind: type | tuple[type, ...]) -> Any:
             400, f"`{name}` must be of type {expected}, not {type(value).__name__}.", param=name, code="invalid_type"
         )
     return value
-
-
-def _too_large(limit: int) -> ProxyError:
-    return ProxyError(413, f"The request body is larger than the limit of {limit} bytes.", code="request_too_large")

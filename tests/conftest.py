@@ -107,6 +107,20 @@ class Log:
                 raise AssertionError(f"expected {n} rows in {self.path}, found {count} after {timeout}s")
             time.sleep(0.02)
 
+    def wait_response(self, response_id: str, timeout: float = 5.0) -> sqlite3.Row:
+        """The row of the `POST /responses` call that created `response_id` (waiting for the recorder)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                rows = self.rows("endpoint = 'responses' AND metadata LIKE ?", (f'%"{response_id}"%',))
+            except sqlite3.OperationalError:
+                rows = []
+            if rows:
+                return rows[0]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no row for response {response_id} after {timeout}s")
+            time.sleep(0.02)
+
     def wait_row(self, request_id: str, timeout: float = 5.0) -> sqlite3.Row:
         deadline = time.monotonic() + timeout
         while True:

@@ -8,12 +8,17 @@ the responses it created: `GET`/`DELETE …/responses/{id}`, `GET …/input_item
 
 The answer quotes the last user text of `input` ("Fake answer to: …"); usage is
 `RESPONSES_USAGE`, with cached and reasoning token details so the log's metadata can be
-checked.
+checked. Two model modes of the fake upstream shape the answer here:
+
+    tool-call-*   a `function_call` of the first tool offered, with TOOL_ARGUMENTS; once
+                  the input ends with a `function_call_output`, text quoting that output
+    json-*        the JSON text FAKE_JSON (for `text.format` json_schema)
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -26,7 +31,27 @@ RESPONSES_USAGE = {
     "total_tokens": 30,
 }
 
+#: What a `json-*` model answers, and the arguments of a `tool-call-*` model's call.
+FAKE_JSON = {"city": "Paris", "celsius": 21, "sunny": True}
+TOOL_ARGUMENTS = {"city": "Paris"}
+
 _ids = itertools.count(1)
+
+
+def answer_items(body: dict[str, Any], kind: str, text: str, number: int) -> list[dict[str, Any]]:
+    """The output items for a model mode (see the module docstring)."""
+    value = body.get("input")
+    last = value[-1] if isinstance(value, list) and value and isinstance(value[-1], dict) else {}
+    tools = [tool for tool in body.get("tools") or [] if isinstance(tool, dict) and tool.get("type") == "function"]
+    if kind.startswith("tool-call") and tools and last.get("type") != "function_call_output":
+        return [{"id": f"fc_fake{number}", "type": "function_call", "status": "completed", "call_id": f"call_fake{number}",
+                 "name": tools[0]["name"], "arguments": orjson.dumps(TOOL_ARGUMENTS).decode()}]
+    if last.get("type") == "function_call_output":
+        text = f"Fake answer after the tool said: {last.get('output')}"
+    elif kind.startswith("json"):
+        text = orjson.dumps(FAKE_JSON).decode()
+    return [{"id": f"msg_fake{number}", "type": "message", "status": "completed", "role": "assistant",
+             "content": [{"type": "output_text", "text": text, "annotations": []}]}]
 
 
 def last_user_text(body: dict[str, Any]) -> str:
@@ -42,42 +67,50 @@ def last_user_text(body: dict[str, Any]) -> str:
     return ""
 
 
-def response_object(body: dict[str, Any], model: str, text: str, status: str = "completed") -> dict[str, Any]:
+def response_object(body: dict[str, Any], model: str, text: str, kind: str = "") -> dict[str, Any]:
     number = next(_ids)
-    message = {
-        "id": f"msg_fake{number}", "type": "message", "status": "completed", "role": "assistant",
-        "content": [{"type": "output_text", "text": text, "annotations": []}],
-    }
+    status = "completed"
     return {
         "id": f"resp_fake{number}", "object": "response", "created_at": 1_700_000_000, "status": status,
         "error": None, "incomplete_details": None, "instructions": body.get("instructions"),
         "max_output_tokens": body.get("max_output_tokens"), "model": model,
-        "output": [message] if status == "completed" else [],
+        "output": answer_items(body, kind, text, number),
         "parallel_tool_calls": True, "previous_response_id": body.get("previous_response_id"),
         "temperature": 1.0, "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": [],
-        "top_p": 1.0, "truncation": "disabled", "usage": dict(RESPONSES_USAGE) if status == "completed" else None,
+        "top_p": 1.0, "truncation": "disabled", "usage": dict(RESPONSES_USAGE),
         "metadata": {}, "store": True,
     }
 
 
-def stream_events(final: dict[str, Any], words: list[str]) -> list[bytes]:
-    """The event sequence of `final` (a completed response), its text split into `words`."""
-    message = final["output"][0]
+def stream_events(final: dict[str, Any], split: Callable[[str], list[str]]) -> list[bytes]:
+    """The event sequence of `final` (a completed response), each text or arguments cut by `split`."""
     started = {**final, "status": "in_progress", "output": [], "usage": None}
-    item = {**message, "status": "in_progress", "content": []}
-    position = {"item_id": message["id"], "output_index": 0, "content_index": 0}
-    text = message["content"][0]["text"]
     events: list[dict[str, Any]] = [
         {"type": "response.created", "response": started},
         {"type": "response.in_progress", "response": started},
-        {"type": "response.output_item.added", "output_index": 0, "item": item},
-        {"type": "response.content_part.added", **position, "part": {"type": "output_text", "text": "", "annotations": []}},
     ]
-    events += [{"type": "response.output_text.delta", **position, "delta": word, "logprobs": []} for word in words]
+    item = final["output"][0]
+    if item["type"] == "function_call":
+        position = {"item_id": item["id"], "output_index": 0}
+        events.append({"type": "response.output_item.added", "output_index": 0,
+                       "item": {**item, "status": "in_progress", "arguments": ""}})
+        events += [{"type": "response.function_call_arguments.delta", **position, "delta": piece}
+                   for piece in split(item["arguments"])]
+        events.append({"type": "response.function_call_arguments.done", **position, "arguments": item["arguments"]})
+    else:
+        position = {"item_id": item["id"], "output_index": 0, "content_index": 0}
+        text = item["content"][0]["text"]
+        events += [
+            {"type": "response.output_item.added", "output_index": 0, "item": {**item, "status": "in_progress", "content": []}},
+            {"type": "response.content_part.added", **position, "part": {"type": "output_text", "text": "", "annotations": []}},
+        ]
+        events += [{"type": "response.output_text.delta", **position, "delta": word, "logprobs": []} for word in split(text)]
+        events += [
+            {"type": "response.output_text.done", **position, "text": text, "logprobs": []},
+            {"type": "response.content_part.done", **position, "part": item["content"][0]},
+        ]
     events += [
-        {"type": "response.output_text.done", **position, "text": text, "logprobs": []},
-        {"type": "response.content_part.done", **position, "part": message["content"][0]},
-        {"type": "response.output_item.done", "output_index": 0, "item": message},
+        {"type": "response.output_item.done", "output_index": 0, "item": item},
         {"type": "response.completed", "response": final},
     ]
     return [

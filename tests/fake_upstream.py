@@ -25,6 +25,8 @@ path segment of the model counts, so `meta-llama/no-usage-x` behaves like `no-us
     stall-stream-*    streams STALL_AFTER events, then goes silent with the connection open
     cut-stream-*      streams CUT_AFTER chunks, then drops the connection
     no-usage-*        never reports usage (Hyperbolic's quirk), streamed or not
+    tool-call-*       (chat) calls the tool TOOL_CALL instead of answering in text; streamed, the
+                      call's id, type and name come first, then its arguments in pieces
     anything else     a canned answer that quotes the last user message, with `usage`
 
 The "once"/"twice" modes count calls per full model name (the deployment on Azure
@@ -39,6 +41,9 @@ Streams carry a final usage chunk (`choices: []`) only when the request asked fo
 with `stream_options.include_usage`. On Azure paths the first chunk is Azure's
 content-filter chunk (`id: ""`, `choices: []`, only `prompt_filter_results`), and an
 api-version older than 2024-09-01 rejects `stream_options` as Azure does.
+
+Embeddings honour `dimensions` (VECTOR repeated to that length) and `encoding_format: base64`
+(little-endian float32, as OpenAI sends it).
 """
 
 from __future__ import annotations
@@ -72,6 +77,10 @@ USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
 EMBEDDING_TOKENS_PER_INPUT = 3
 #: The vector every embedding input gets (index i adds i to the first component).
 VECTOR = [0.25, -0.5, 0.125, 1.0]
+#: The tool call a `tool-call-*` model makes.
+TOOL_CALL = {"id": "call_fake_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}
+#: How many characters of TOOL_CALL's arguments each streamed piece carries.
+TOOL_ARGUMENT_PIECE = 6
 
 SLOW_CHUNKS = 50
 SLOW_DELAY = 0.02
@@ -332,12 +341,17 @@ class FakeUpstream:
             prompt = body.get("prompt")
             text = completion_answer(prompt if isinstance(prompt, str) else " ".join(map(str, prompt or [])))
         with_usage = not kind.startswith("no-usage")
+        tool = endpoint == "chat/completions" and kind.startswith("tool-call")
         if not body.get("stream"):
-            return JSONResponse(completion(endpoint, model, text, with_usage), headers=headers)
+            answer = tool_call_completion(model) if tool else completion(endpoint, model, text, with_usage)
+            return JSONResponse(answer, headers=headers)
         include_usage = with_usage and isinstance(stream_options, dict) and stream_options.get("include_usage") is True
         if kind.startswith("slow-stream"):
             text = slow_answer()
-        events = stream_events(endpoint, model, text, include_usage, azure_first=bool(azure))
+        if tool:
+            events = tool_call_events(model, include_usage)
+        else:
+            events = stream_events(endpoint, model, text, include_usage, azure_first=bool(azure))
         cut = kind.startswith("cut-stream")
         stall = kind.startswith("stall-stream")
         delay = SLOW_DELAY if kind.startswith("slow-stream") else 0.0
@@ -353,11 +367,11 @@ class FakeUpstream:
             return error(400, f"Previous response with id '{previous}' not found.", "invalid_request_error",
                          "previous_response_id", "previous_response_not_found", headers)
         text = slow_answer() if kind.startswith("slow-stream") else chat_answer(last_user_text(body))
-        final = response_object(body, model, text)
+        final = response_object(body, model, text, kind)
         self.stored.keep(body, final)
         if not body.get("stream"):
             return JSONResponse(final, headers=headers)
-        events = response_stream_events(final, stream_words(text))
+        events = response_stream_events(final, stream_words)
         delay = SLOW_DELAY if kind.startswith("slow-stream") else 0.0
         return StreamingResponse(
             self._stream(recorded, events, delay, kind.startswith("cut-stream"), kind.startswith("stall-stream")),
@@ -446,6 +460,35 @@ def completion(endpoint: str, model: str, text: str, with_usage: bool) -> dict[s
     return answer
 
 
+def tool_call_completion(model: str) -> dict[str, Any]:
+    """A chat answer that is TOOL_CALL and no text."""
+    answer = completion("chat/completions", model, "", with_usage=True)
+    message = {"role": "assistant", "content": None, "tool_calls": [TOOL_CALL]}
+    answer["choices"][0] |= {"finish_reason": "tool_calls", "message": message}
+    return answer
+
+
+def tool_call_events(model: str, include_usage: bool) -> list[dict[str, Any]]:
+    """TOOL_CALL streamed as OpenAI streams it: id, type and name in the first delta, then the arguments."""
+    envelope = {"id": "chatcmpl-fake-tool", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**envelope, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+
+    name = TOOL_CALL["function"]["name"]
+    first = {"index": 0, "id": TOOL_CALL["id"], "type": "function", "function": {"name": name, "arguments": ""}}
+    events = [chunk({"role": "assistant", "content": None, "tool_calls": [first]})]
+    arguments = TOOL_CALL["function"]["arguments"]
+    events += [
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": arguments[i : i + TOOL_ARGUMENT_PIECE]}}]})
+        for i in range(0, len(arguments), TOOL_ARGUMENT_PIECE)
+    ]
+    events.append(chunk({}, "tool_calls"))
+    if include_usage:
+        events.append({**envelope, "choices": [], "usage": dict(USAGE)})
+    return events
+
+
 def stream_events(endpoint: str, model: str, text: str, include_usage: bool, azure_first: bool) -> list[dict[str, Any]]:
     chat = endpoint == "chat/completions"
     envelope = {
@@ -481,12 +524,21 @@ def stream_events(endpoint: str, model: str, text: str, include_usage: bool, azu
     return events
 
 
+def embedding_vector(index: int, dimensions: int = len(VECTOR)) -> list[float]:
+    """The vector of input `index`: VECTOR repeated to `dimensions` numbers, `index` added to the first."""
+    vector = [VECTOR[j % len(VECTOR)] for j in range(dimensions)]
+    vector[0] += index
+    return vector
+
+
 def embeddings(body: dict[str, Any], model: str) -> dict[str, Any]:
     inputs = body.get("input")
     inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
+    dimensions = body.get("dimensions")
+    size = dimensions if isinstance(dimensions, int) and dimensions > 0 else len(VECTOR)
     data = []
     for i, _ in enumerate(inputs):
-        vector = [VECTOR[0] + i, *VECTOR[1:]]
+        vector = embedding_vector(i, size)
         if body.get("encoding_format") == "base64":
             embedding: Any = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
         else:

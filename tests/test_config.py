@@ -79,3 +79,34 @@ def test_bad_config_is_refused_with_a_clear_message(tmp_path, text, message):
 def test_azure_key_without_endpoint_is_refused():
     with pytest.raises(ConfigError, match="AZURE_OPENAI_ENDPOINT"):
         load_settings(env={"AZURE_OPENAI_API_KEY": "k"})
+
+
+def test_cors_origins_are_off_by_default_and_come_from_env_or_server_table(tmp_path):
+    assert load_settings(env={}).cors_allow_origins == ()
+    env = {"CORS_ALLOW_ORIGINS": " http://localhost:5173, HTTPS://App.Example.org ,,http://localhost:5173"}
+    assert load_settings(env=env).cors_allow_origins == ("http://localhost:5173", "https://app.example.org")
+    config = tmp_path / "c.toml"
+    config.write_text('[server]\ncors_allow_origins = ["https://notebook.example", "*"]\n')
+    assert load_settings(env={}, config_file=config).cors_allow_origins == ("https://notebook.example", "*")
+    # The environment replaces the file's list; an empty value counts as unset.
+    assert load_settings(env=env, config_file=config).cors_allow_origins == ("http://localhost:5173", "https://app.example.org")
+    assert load_settings(env={"CORS_ALLOW_ORIGINS": ""}, config_file=config).cors_allow_origins == ("https://notebook.example", "*")
+
+
+@pytest.mark.parametrize(
+    "env, toml",
+    [
+        ({"CORS_ALLOW_ORIGINS": "http://localhost:5173/"}, None),
+        ({"CORS_ALLOW_ORIGINS": "localhost:5173"}, None),
+        ({"CORS_ALLOW_ORIGINS": "null"}, None),
+        ({}, '[server]\ncors_allow_origins = "http://localhost:5173"\n'),
+        ({}, '[server]\ncors_allow_origins = ["https://app.example/path"]\n'),
+    ],
+)
+def test_cors_origins_that_no_browser_would_send_stop_start_up(tmp_path, env, toml):
+    config = None
+    if toml is not None:
+        config = tmp_path / "c.toml"
+        config.write_text(toml)
+    with pytest.raises(ConfigError, match="cors_allow_origins|CORS_ALLOW_ORIGINS"):
+        load_settings(env=env, config_file=config)

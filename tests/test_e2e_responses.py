@@ -7,14 +7,17 @@ Responses API keeps the responses it made, like OpenAI's), an alias with a fallb
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 
 import httpx
 import openai
 import pytest
 from openai import AsyncOpenAI, AzureOpenAI, OpenAI
+from pydantic import BaseModel
 
 from conftest import HEX32, assert_error_shape, fake_key, loads, provider_env, unique
-from fake_responses import RESPONSES_USAGE
+from fake_responses import FAKE_JSON, RESPONSES_USAGE, TOOL_ARGUMENTS
 from fake_upstream import SLOW_CHUNKS, chat_answer, slow_answer
 
 pytestmark = pytest.mark.timeout(60)
@@ -69,6 +72,45 @@ def test_create_round_trip_and_the_row(proxy, client, upstream):
     assert [(a["provider"], a["url_path"], a["status_code"]) for a in attempts] == [("openai", "/v1/responses", 200)]
 
 
+class Weather(BaseModel):
+    city: str
+    celsius: int
+    sunny: bool
+
+
+WEATHER_TOOL = {
+    "type": "function", "name": "get_weather", "description": "The weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_tool_round_trip(proxy, client, upstream, stream):
+    model = "openai/tool-call-weather"
+    if stream:
+        with client.responses.stream(model=model, input="Weather in Paris?", tools=[WEATHER_TOOL]) as events:
+            first = events.get_final_response()
+    else:
+        first = client.responses.create(model=model, input="Weather in Paris?", tools=[WEATHER_TOOL])
+    call = next(item for item in first.output if item.type == "function_call")
+    assert call.name == "get_weather" and json.loads(call.arguments) == TOOL_ARGUMENTS
+    second = client.responses.create(
+        model=model, tools=[WEATHER_TOOL], previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny, 21 C"}],
+    )
+    assert second.output_text == "Fake answer after the tool said: sunny, 21 C"
+    rows = [proxy.log.wait_response(first.id), proxy.log.wait_response(second.id)]
+    assert rows[0]["response"] == f'[tool call] get_weather({json.dumps(TOOL_ARGUMENTS, separators=(",", ":"))})'
+    assert rows[1]["prompt"] == "tool: sunny, 21 C"
+
+
+def test_parse_structured_output(proxy, client, upstream):
+    parsed = client.responses.parse(model="openai/json-weather", input="Weather?", text_format=Weather)
+    assert parsed.output_parsed == Weather(**FAKE_JSON)
+    sent = upstream.only().json
+    assert sent["text"]["format"]["type"] == "json_schema" and sent["text"]["format"]["name"] == "Weather"
+
+
 def test_stream_is_relayed_event_by_event_and_logged(proxy, client, upstream):
     raw = client.responses.with_raw_response.create(model="openai/slow-stream-r", input="go", stream=True)
     kinds, deltas = [], []
@@ -92,8 +134,6 @@ def test_stream_is_relayed_event_by_event_and_logged(proxy, client, upstream):
 
 def test_stream_events_arrive_as_they_are_sent(proxy, upstream):
     """The first delta reaches the client long before the stream ends (no buffering)."""
-    import time
-
     with httpx.stream("POST", proxy.v1 + "/responses", timeout=10,
                       json={"model": "openai/slow-stream-t", "input": "x", "stream": True}) as response:
         started = time.monotonic()

@@ -62,23 +62,53 @@ def test_crlf_separated_events_and_comments():
     assert out.startswith(b": keep-alive\n\n") and relay.text == "a"
 
 
-def test_assembly_of_completions_choices_tools_and_ttft():
+def test_assembly_of_completions_choices_and_ttft():
     relay = StreamRelay("completions", strip_usage=False)
     relay.feed(sse({"id": "t", "choices": [{"index": 0, "text": "ab", "finish_reason": None}]}))
     relay.feed(sse({"id": "t", "choices": [{"index": 0, "text": "c", "finish_reason": "length"}]}))
     assert relay.first_token_at is not None
     assert relay.assembled()["choices"] == [{"index": 0, "text": "abc", "finish_reason": "length"}]
 
+
+def tool_deltas(*calls):
+    return b"".join(
+        sse({"id": "t", "choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}]})
+        for call in calls
+    )
+
+
+def test_streamed_tool_call_keeps_its_id_and_type_and_reads_without_a_leading_newline():
     relay = StreamRelay("chat/completions", strip_usage=False)
-    calls = [
-        {"index": 0, "function": {"name": "get_weather", "arguments": '{"ci'}},
+    relay.feed(tool_deltas(
+        {"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"ci'}},
         {"index": 0, "function": {"arguments": 'ty": "Oslo"}'}},
-    ]
-    for call in calls:
-        relay.feed(sse({"id": "t", "choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}]}))
+    ))
     message = relay.assembled()["choices"][0]["message"]
-    assert message["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": '{"city": "Oslo"}'}
-    assert '[tool call] get_weather({"city": "Oslo"})' in relay.text
+    assert message["tool_calls"] == [
+        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}
+    ]
+    assert relay.text == '[tool call] get_weather({"city": "Oslo"})'
+
+
+def test_text_then_parallel_tool_calls_one_line_each_in_index_order():
+    relay = StreamRelay("chat/completions", strip_usage=False)
+    relay.feed(chunk("Checking."))
+    relay.feed(tool_deltas(
+        {"index": 1, "id": "call_b", "type": "function", "function": {"name": "b", "arguments": "{}"}},
+        {"index": 0, "id": "call_a", "type": "function", "function": {"name": "a", "arguments": "{}"}},
+    ))
+    calls = relay.assembled()["choices"][0]["message"]["tool_calls"]
+    assert [c["id"] for c in calls] == ["call_a", "call_b"]
+    assert relay.text == "Checking.\n[tool call] a({})\n[tool call] b({})"
+
+
+def test_tool_call_without_an_id_from_upstream_says_so():
+    relay = StreamRelay("chat/completions", strip_usage=False)
+    relay.feed(tool_deltas({"index": 0, "function": {"name": "f", "arguments": "{}"}}))
+    assert relay.assembled()["choices"][0]["message"]["tool_calls"] == [
+        {"id": None, "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    ]
+
 
 
 def test_upstream_error_event_is_forwarded_and_remembered():

@@ -1,21 +1,29 @@
 """A built-in upstream that answers in-process, so that the whole loop works offline.
 
-It echoes the last user message, streams word by word and reports usage. Its "tokens"
-are whitespace-separated words: honest counts of what it produced, not a tokenizer's.
+It behaves enough like a model for SDKs and agent frameworks to run against it: it echoes
+the user's last message (`Mock answer to: …`), calls tools and answers in JSON when asked
+(the rule is in mock_answer.py), serves Chat Completions, legacy completions, the Responses
+API (mock_responses.py) and embeddings, streamed or whole. Its "tokens" are
+whitespace-separated words: honest counts of what it produced, not a tokenizer's.
+
+A plain echo reads no schema and builds no tool call: benchmarks use this path.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 
-from ..render import content_text
+from ..errors import error_body
 from ..upstream import UpstreamClient, UpstreamRequest, UpstreamResponse
 from .base import Provider
+from .mock_answer import Answer, answer
+from .mock_conversation import MockRequestError, from_chat, from_completions, from_responses
+from .mock_embeddings import embeddings
+from .mock_responses import responses_body, responses_events
 
 
 class MockProvider(Provider):
@@ -27,20 +35,32 @@ class MockProvider(Provider):
     async def send(self, client: UpstreamClient, request: UpstreamRequest) -> UpstreamResponse:
         payload = orjson.loads(request.body)
         endpoint = request.url.removeprefix("mock:///")
-        if endpoint == "embeddings":
-            return MockResponse(orjson.dumps(_embeddings(payload)))
-        answer = _answer(endpoint, payload)
-        if payload.get("stream"):
-            return MockResponse(_sse(endpoint, payload, answer), content_type="text/event-stream")
-        return MockResponse(orjson.dumps(_completion(endpoint, payload, answer)))
+        stream = bool(payload.get("stream"))
+        try:
+            if endpoint == "embeddings":
+                return MockResponse(orjson.dumps(embeddings(payload)))
+            if endpoint == "responses":
+                said = answer(from_responses(payload))
+                if stream:
+                    return MockResponse(responses_events(payload, said), content_type="text/event-stream")
+                return MockResponse(responses_body(payload, said))
+            said = answer(from_completions(payload) if endpoint == "completions" else from_chat(payload))
+        except MockRequestError as exc:
+            body = error_body(str(exc), "invalid_request_error", exc.param, "invalid_request")
+            return MockResponse(orjson.dumps(body), status_code=400)
+        if stream:
+            return MockResponse(_sse(endpoint, payload, said), content_type="text/event-stream")
+        return MockResponse(orjson.dumps(_completion(endpoint, payload, said)))
 
 
 class MockResponse:
     """An `UpstreamResponse` held in memory."""
 
-    def __init__(self, body: bytes | list[bytes], content_type: str = "application/json") -> None:
+    def __init__(
+        self, body: bytes | list[bytes], content_type: str = "application/json", status_code: int = 200
+    ) -> None:
         self._chunks = body if isinstance(body, list) else [body]
-        self.status_code = 200
+        self.status_code = status_code
         self.headers = {"content-type": content_type, "x-request-id": f"mock-{time.monotonic_ns():x}"}
 
     async def read(self) -> bytes:
@@ -54,29 +74,11 @@ class MockResponse:
         return None
 
 
-def _prompt_text(endpoint: str, payload: dict[str, Any]) -> tuple[str, str]:
-    """(everything the client sent, what the user said last)."""
-    if endpoint == "completions":
-        prompt = payload.get("prompt", "")
-        text = prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
-        return text, text
-    messages = [m for m in payload.get("messages", []) if isinstance(m, dict)]
-    said = [content_text(m.get("content")) for m in messages]
-    last_user = next((s for m, s in zip(reversed(messages), reversed(said)) if m.get("role") == "user"), "")
-    return " ".join(said), last_user
-
-
-def _answer(endpoint: str, payload: dict[str, Any]) -> str:
-    return f"Mock answer to: {_prompt_text(endpoint, payload)[1]}"
-
-
-def _usage(endpoint: str, payload: dict[str, Any], answer: str) -> dict[str, int]:
-    prompt_tokens = len(_prompt_text(endpoint, payload)[0].split())
-    completion_tokens = len(answer.split())
+def _usage(said: Answer) -> dict[str, int]:
     return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens": said.prompt_tokens,
+        "completion_tokens": said.completion_tokens,
+        "total_tokens": said.prompt_tokens + said.completion_tokens,
     }
 
 
@@ -90,51 +92,47 @@ def _envelope(endpoint: str, payload: dict[str, Any], chunk: bool) -> dict[str, 
     }
 
 
-def _choice(endpoint: str, text: str, finish_reason: str | None, delta: bool) -> dict[str, Any]:
+def _finish_reason(said: Answer) -> str:
+    return "stop" if said.call is None else "tool_calls"
+
+
+def _completion(endpoint: str, payload: dict[str, Any], said: Answer) -> dict[str, Any]:
     if endpoint == "completions":
-        return {"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}
-    key = "delta" if delta else "message"
-    message = {"content": text} if delta else {"role": "assistant", "content": text}
-    return {"index": 0, key: message, "finish_reason": finish_reason}
+        choice = {"index": 0, "text": said.text, "finish_reason": "stop", "logprobs": None}
+    else:
+        message: dict[str, Any] = {"role": "assistant", "content": said.text}
+        if said.call is not None:
+            call = said.call
+            message["tool_calls"] = [
+                {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+            ]
+        choice = {"index": 0, "message": message, "finish_reason": _finish_reason(said)}
+    return {**_envelope(endpoint, payload, chunk=False), "choices": [choice], "usage": _usage(said)}
 
 
-def _completion(endpoint: str, payload: dict[str, Any], answer: str) -> dict[str, Any]:
-    return {
-        **_envelope(endpoint, payload, chunk=False),
-        "choices": [_choice(endpoint, answer, "stop", delta=False)],
-        "usage": _usage(endpoint, payload, answer),
-    }
-
-
-def _sse(endpoint: str, payload: dict[str, Any], answer: str) -> list[bytes]:
+def _sse(endpoint: str, payload: dict[str, Any], said: Answer) -> list[bytes]:
+    """The answer's chunks: the first carries the role (chat), then a word or an arguments piece each."""
     envelope = _envelope(endpoint, payload, chunk=True)
-    words = answer.split(" ")
-    events = [
-        {**envelope, "choices": [_choice(endpoint, word if i == 0 else f" {word}", None, delta=True)]}
-        for i, word in enumerate(words)
-    ]
-    events.append({**envelope, "choices": [_choice(endpoint, "", "stop", delta=True)]})
+    if endpoint == "completions":
+        choices = [{"index": 0, "text": piece, "finish_reason": None, "logprobs": None} for piece in said.pieces()]
+        last = {"index": 0, "text": "", "finish_reason": "stop", "logprobs": None}
+    else:
+        choices = [{"index": 0, "delta": delta, "finish_reason": None} for delta in _deltas(said)]
+        last = {"index": 0, "delta": {}, "finish_reason": _finish_reason(said)}
+    events = [{**envelope, "choices": [choice]} for choice in choices]
+    events.append({**envelope, "choices": [last]})
     if (payload.get("stream_options") or {}).get("include_usage"):
-        events.append({**envelope, "choices": [], "usage": _usage(endpoint, payload, answer)})
+        events.append({**envelope, "choices": [], "usage": _usage(said)})
     return [b"data: " + orjson.dumps(e) + b"\n\n" for e in events] + [b"data: [DONE]\n\n"]
 
 
-def _embeddings(payload: dict[str, Any]) -> dict[str, Any]:
-    inputs = payload.get("input", "")
-    inputs = [inputs] if isinstance(inputs, str) else list(inputs)
-    data = [
-        {"object": "embedding", "index": i, "embedding": _vector(str(text))} for i, text in enumerate(inputs)
+def _deltas(said: Answer) -> list[dict[str, Any]]:
+    pieces = said.pieces()
+    call = said.call
+    if call is None:
+        return [{"role": "assistant", "content": pieces[0]}, *({"content": piece} for piece in pieces[1:])]
+    head = {"index": 0, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
+    return [
+        {"role": "assistant", "content": None, "tool_calls": [head]},
+        *({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]} for piece in pieces),
     ]
-    tokens = sum(len(str(text).split()) for text in inputs)
-    return {
-        "object": "list",
-        "data": data,
-        "model": payload.get("model", "echo"),
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    }
-
-
-def _vector(text: str, dimensions: int = 8) -> list[float]:
-    """A deterministic unit-free vector: the same text always embeds the same way."""
-    digest = hashlib.sha256(text.encode()).digest()
-    return [round(b / 255 * 2 - 1, 6) for b in digest[:dimensions]]

@@ -94,4 +94,4 @@ def _output_text(item: dict[str, Any]) -> str:
 
 
 def _call_text(item: dict[str, Any]) -> str:
-    return tool_call_text({"function": {"name": item.get("name", ""), "arguments": item.get("arguments", "")}}).lstrip("\n")
+    return tool_call_text({"function": {"name": item.get("name", ""), "arguments": item.get("arguments", "")}})

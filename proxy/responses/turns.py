@@ -58,7 +58,7 @@ class ResponseTurns:
         return self.api.caller.providers[provider].keeps_responses
 
     async def prepare(
-        self, payload: dict[str, Any], routes: list[UpstreamRoute]
+        self, record: CallRecord, payload: dict[str, Any], routes: list[UpstreamRoute]
     ) -> tuple[list[UpstreamRoute], dict[str, Any]]:
         """The routes and the upstream body of a `POST /responses` that continues an earlier response."""
         previous = payload.get("previous_response_id")
@@ -76,6 +76,7 @@ class ResponseTurns:
         if self.keeps_state(known.provider):
             return pinned, payload
         history = await self.api.responses.history(previous)
+        record.notes.append(f"previous_response_id rebuilt from the log: {len(history)} earlier items sent upstream")
         return pinned, {**payload, "input": history + input_items(payload)}
 
     def _handler(self, action: str):  # type: ignore[no-untyped-def]

@@ -1,0 +1,140 @@
+"""A request as the mock reads it: who said what, which tools it offers, what format it wants.
+
+Chat Completions, Responses and legacy completions differ in shape only; read into one
+`Conversation`, they get their answer from one place (mock_answer.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..render import content_text
+
+#: The `format` types that ask for JSON text.
+JSON_FORMATS = ("json_schema", "json_object")
+
+
+class MockRequestError(ValueError):
+    """The request asks for something no model could do; the mock answers 400 like OpenAI."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(slots=True)
+class Conversation:
+    said: list[str] = field(default_factory=list)  # every text, for the usage count
+    user: str = ""  # the user's last words
+    last_role: str = ""  # "user", "tool" or another role: who spoke last
+    tool_outputs: list[str] = field(default_factory=list)  # the results that make up the last input
+    called: set[str] = field(default_factory=set)  # names of the tools the conversation has called
+    tools: list[dict[str, Any]] = field(default_factory=list)  # {"name", "parameters", "param"}
+    tool_choice: Any = "auto"  # "auto", "none", "required" or {"name": …}
+    format: dict[str, Any] | None = None  # {"type": "json_schema", "schema": …} or {"type": "json_object"}
+    format_param: str = "response_format"  # where the format came from, for error messages
+
+    def hear(self, role: str, text: str) -> None:
+        """One message (or item) of the conversation, in order."""
+        self.said.append(text)
+        if role == "tool":
+            if self.last_role != "tool":
+                self.tool_outputs = []
+            self.tool_outputs.append(text)
+        elif role == "user":
+            self.user = text
+        self.last_role = role
+
+
+def from_completions(payload: dict[str, Any]) -> Conversation:
+    """Legacy `/completions`: the prompt is the user's turn."""
+    prompt = payload.get("prompt", "")
+    text = prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
+    return Conversation([text], text, "user")
+
+
+def from_chat(payload: dict[str, Any]) -> Conversation:
+    """`/chat/completions`: `messages`, `tools` with `tool_choice`, `response_format`."""
+    conversation = Conversation()
+    for message in payload.get("messages") or ():
+        if isinstance(message, dict):
+            conversation.hear(str(message.get("role")), content_text(message.get("content")))
+            for call in message.get("tool_calls") or ():
+                if isinstance(call, dict) and isinstance(call.get("function"), dict):
+                    conversation.called.add(str(call["function"].get("name")))
+    tools = payload.get("tools")
+    if tools and isinstance(tools, list):
+        conversation.tools = [
+            _tool(tool["function"], f"tools[{i}].function.parameters")
+            for i, tool in enumerate(tools)
+            if isinstance(tool, dict) and tool.get("type", "function") == "function"
+            and isinstance(tool.get("function"), dict)
+        ]
+        _choose(conversation, payload.get("tool_choice"), lambda named: (named.get("function") or {}).get("name"))
+    wanted = payload.get("response_format")
+    if isinstance(wanted, dict) and wanted.get("type") in JSON_FORMATS:
+        spec = wanted.get("json_schema")
+        conversation.format = {"type": wanted["type"], "schema": spec.get("schema") if isinstance(spec, dict) else None}
+    return conversation
+
+
+def from_responses(payload: dict[str, Any]) -> Conversation:
+    """`/responses`: `instructions`, `input` (a string or items), `tools`, `text.format`.
+
+    `previous_response_id` is left alone: the proxy has expanded it into `input` already.
+    """
+    conversation = Conversation(format_param="text.format")
+    instructions = payload.get("instructions")
+    if isinstance(instructions, str):
+        conversation.hear("system", instructions)
+    items = payload.get("input")
+    if isinstance(items, str):
+        conversation.hear("user", items)
+    for item in items if isinstance(items, list) else ():
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type", "message")
+        if kind == "message":
+            conversation.hear(str(item.get("role")), content_text(item.get("content")))
+        elif kind == "function_call":
+            conversation.called.add(str(item.get("name")))
+            conversation.hear("assistant", "")
+        elif kind == "function_call_output":
+            output = item.get("output")
+            conversation.hear("tool", output if isinstance(output, str) else content_text(output))
+    tools = payload.get("tools")
+    if tools and isinstance(tools, list):
+        conversation.tools = [
+            _tool(tool, f"tools[{i}].parameters")
+            for i, tool in enumerate(tools)
+            if isinstance(tool, dict) and tool.get("type") == "function"
+        ]
+        _choose(conversation, payload.get("tool_choice"), lambda named: named.get("name"))
+    text = payload.get("text")
+    wanted = text.get("format") if isinstance(text, dict) else None
+    if isinstance(wanted, dict) and wanted.get("type") in JSON_FORMATS:
+        conversation.format = {"type": wanted["type"], "schema": wanted.get("schema")}
+    return conversation
+
+
+def _tool(function: dict[str, Any], param: str) -> dict[str, Any]:
+    parameters = function.get("parameters")
+    return {
+        "name": str(function.get("name", "")),
+        "parameters": parameters if isinstance(parameters, dict) else {"type": "object", "properties": {}},
+        "param": param,
+    }
+
+
+def _choose(conversation: Conversation, choice: Any, name_of: Callable[[dict[str, Any]], Any]) -> None:
+    """`tool_choice` as the rule reads it; `allowed_tools` narrows the tools and gives its mode."""
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        allowed = choice.get("allowed_tools") if isinstance(choice.get("allowed_tools"), dict) else choice
+        names = {name_of(tool) for tool in allowed.get("tools") or () if isinstance(tool, dict)}
+        conversation.tools = [tool for tool in conversation.tools if tool["name"] in names]
+        choice = allowed.get("mode", "auto")
+    elif isinstance(choice, dict):
+        choice = {"name": name_of(choice)}
+    conversation.tool_choice = choice if isinstance(choice, dict) or choice in ("none", "required") else "auto"

@@ -1,0 +1,134 @@
+"""Agent frameworks on the Responses API, offline: the proxy with no provider key answers through the mock.
+
+Each framework is pointed at the proxy the way its docs say to point it at any
+OpenAI-compatible server (a base URL and a key), with its default model class, which
+for all three is the Responses API. The mock calls a tool when the user has the turn and
+tools are offered, and answers (quoting the tool's result) once the tool has spoken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from openai import AsyncOpenAI, OpenAI
+from pydantic import BaseModel
+
+from conftest import loads
+
+pytestmark = pytest.mark.timeout(90)
+
+
+class Weather(BaseModel):
+    city: str
+    celsius: int
+    sunny: bool
+
+
+@pytest.fixture(scope="module")
+def proxy(module_proxy_factory):
+    return module_proxy_factory()
+
+
+def _responses_rows(proxy, count: int):
+    rows = proxy.log.wait_count(count, timeout=10)
+    return [row for row in rows if row["endpoint"] == "responses"]
+
+
+def test_openai_agents_default_agent_calls_a_tool_through_the_responses_api(proxy):
+    import agents
+    from agents import Agent, Runner, function_tool
+
+    agents.set_tracing_disabled(True)
+    agents.set_default_openai_client(AsyncOpenAI(base_url=proxy.v1, api_key="sk-agents"), use_for_tracing=False)
+    agents.set_default_openai_api("responses")
+    calls = []
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        calls.append(city)
+        return f"sunny in {city}"
+
+    before = proxy.log.count()
+    agent = Agent(name="forecaster", instructions="Use your tools.", tools=[get_weather])
+    result = Runner.run_sync(agent, "What is the weather in Paris?")
+    assert calls, "the agent never called its tool"
+    assert "sunny in" in result.final_output
+
+    rows = _responses_rows(proxy, before + 2)[-2:]
+    assert [row["provider"] for row in rows] == ["mock", "mock"]
+    assert "[tool call] get_weather(" in rows[0]["response"]
+    assert "tool: sunny in" in rows[1]["prompt"]
+    assert rows[1]["response"] == result.final_output
+
+
+def test_pydantic_ai_responses_model_with_structured_output(proxy):
+    from pydantic_ai import Agent
+    from pydantic_ai.models.openai import OpenAIResponsesModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    model = OpenAIResponsesModel("mock/echo", provider=OpenAIProvider(base_url=proxy.v1, api_key="sk-pai"))
+    result = Agent(model, output_type=Weather).run_sync("Weather in Oslo?")
+    assert isinstance(result.output, Weather)
+
+
+def test_pydantic_ai_agent_with_a_tool(proxy):
+    from pydantic_ai import Agent
+    from pydantic_ai.models.openai import OpenAIResponsesModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    model = OpenAIResponsesModel("mock/echo", provider=OpenAIProvider(base_url=proxy.v1, api_key="sk-pai"))
+    agent = Agent(model)
+    looked_up = []
+
+    @agent.tool_plain
+    def lookup(topic: str) -> str:
+        """Look a topic up."""
+        looked_up.append(topic)
+        return "forty-two"
+
+    result = agent.run_sync("What is the answer?")
+    assert looked_up and "forty-two" in result.output
+
+
+def test_langchain_on_the_responses_api(proxy):
+    from langchain_openai import ChatOpenAI
+
+    llm = ChatOpenAI(base_url=proxy.v1, api_key="sk-lc", model="mock/echo", use_responses_api=True)
+    assert "Hello LangChain" in llm.invoke("Hello LangChain").text
+    structured = llm.with_structured_output(Weather, method="json_schema").invoke("Weather in Rome?")
+    assert isinstance(structured, Weather)
+
+
+def test_previous_response_id_on_the_mock_is_rebuilt_from_the_log(proxy):
+    client = OpenAI(base_url=proxy.v1, api_key="sk-turns", max_retries=0)
+    first = client.responses.create(model="mock/echo", input="My name is Ada.", instructions="Remember names.")
+    second = client.responses.create(model="mock/echo", input="What is my name?", previous_response_id=first.id)
+    third = client.responses.create(model="mock/echo", input="And again?", previous_response_id=second.id)
+    assert third.output_text == "Mock answer to: And again?"
+    # the mock counts every input word: each turn carried the ones before it
+    assert first.usage.input_tokens < second.usage.input_tokens < third.usage.input_tokens
+
+    row = proxy.log.wait_response(third.id)
+    assert loads(row["request_json"])["previous_response_id"] == second.id  # the row keeps what the client sent
+    assert "rebuilt from the log: 4 earlier items" in " ".join(loads(row["metadata"])["study_notes"])
+    items = client.responses.input_items.list(third.id, order="asc")
+    assert [item.content[0].text for item in items.data] == ["And again?"]
+    retrieved = client.responses.retrieve(second.id)
+    assert retrieved.output_text == second.output_text
+    client.responses.delete(first.id)
+    with pytest.raises(Exception) as gone:
+        client.responses.create(model="mock/echo", input="?", previous_response_id=first.id)
+    assert "not found" in str(gone.value)
+
+
+def test_async_streaming_responses_on_the_mock(proxy):
+    async def main() -> list[str]:
+        client = AsyncOpenAI(base_url=proxy.v1, api_key="sk-stream", max_retries=0)
+        stream = await client.responses.create(model="mock/echo", input="stream this please", stream=True)
+        return [event.type async for event in stream]
+
+    kinds = asyncio.run(main())
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert kinds.count("response.output_text.delta") >= 4

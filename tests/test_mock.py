@@ -1,0 +1,341 @@
+"""The mock provider's answers, called directly: tools, structured outputs, the Responses API and
+embeddings, each parsed with the openai SDK's own types so that a shape error shows here."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import struct
+
+import jsonschema
+import orjson
+import pydantic
+import pytest
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.create_embedding_response import CreateEmbeddingResponse
+from openai.types.responses import Response, ResponseStreamEvent
+
+from proxy.config import ProviderConfig
+from proxy.providers.mock import MockProvider
+from proxy.providers.mock_embeddings import vector
+
+MOCK = MockProvider(ProviderConfig("mock", "mock", "mock://"))
+STREAM_EVENT = pydantic.TypeAdapter(ResponseStreamEvent)
+
+WEATHER = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+    "required": ["city", "unit"],
+    "additionalProperties": False,
+}
+TIME = {"type": "object", "properties": {"zone": {"type": "string", "minLength": 3}}, "required": ["zone"]}
+CHAT_TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "description": "Weather now", "parameters": WEATHER}},
+    {"type": "function", "function": {"name": "get_time", "parameters": TIME}},
+]
+RESPONSES_TOOLS = [
+    {"type": "function", "name": "get_weather", "parameters": WEATHER, "strict": True},
+    {"type": "function", "name": "get_time", "parameters": TIME},
+]
+ANSWER_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "summary": {"type": "string"},
+        "items": {"type": "array", "items": {"type": "integer"}},
+        "level": {"type": "integer", "minimum": 2},
+    },
+    "required": ["summary", "items", "level"],
+    "additionalProperties": False,
+}
+
+
+def send(endpoint: str, payload: dict) -> tuple[int, bytes]:
+    async def go() -> tuple[int, bytes]:
+        response = await MOCK.send(None, MOCK.build(endpoint, "echo", {"model": "echo", **payload}))
+        return response.status_code, b"".join([chunk async for chunk in response.iter_bytes()])
+
+    return asyncio.run(go())
+
+
+def chat(**payload) -> ChatCompletion:
+    status, body = send("chat/completions", payload)
+    assert status == 200, body
+    return ChatCompletion.model_validate_json(body)
+
+
+def chat_chunks(**payload) -> list[ChatCompletionChunk]:
+    status, body = send("chat/completions", {**payload, "stream": True})
+    assert status == 200, body
+    blocks = [b for b in body.decode().split("\n\n") if b.strip()]
+    assert blocks[-1] == "data: [DONE]"
+    return [ChatCompletionChunk.model_validate_json(b.removeprefix("data: ")) for b in blocks[:-1]]
+
+
+def responses(**payload) -> Response:
+    status, body = send("responses", payload)
+    assert status == 200, body
+    return Response.model_validate_json(body)
+
+
+def responses_events(**payload) -> list:
+    status, body = send("responses", {**payload, "stream": True})
+    assert status == 200, body
+    events = []
+    for block in body.decode().split("\n\n"):
+        if not block.strip():
+            continue
+        event_line, data_line = block.split("\n")
+        assert data_line.startswith("data: ") and "[DONE]" not in data_line
+        event = STREAM_EVENT.validate_json(data_line.removeprefix("data: "))
+        assert event_line == f"event: {event.type}"
+        events.append(event)
+    return events
+
+
+def user(text: str) -> list[dict]:
+    return [{"role": "system", "content": "Be brief."}, {"role": "user", "content": text}]
+
+
+# -- Chat Completions ------------------------------------------------------------------
+
+
+def test_plain_chat_echoes_and_counts_words():
+    answer = chat(messages=user("hi there"))
+    assert answer.choices[0].message.content == "Mock answer to: hi there"
+    assert answer.choices[0].finish_reason == "stop" and answer.choices[0].message.tool_calls is None
+    assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (4, 5)
+
+
+def test_streamed_chat_starts_with_the_role_and_ends_with_stop():
+    chunks = chat_chunks(messages=user("a b c"))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert all(c.choices[0].delta.role is None for c in chunks[1:])
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Mock answer to: a b c"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "get_weather"}}, "auto", None])
+def test_chat_tool_call_has_valid_arguments(choice):
+    extra = {} if choice is None else {"tool_choice": choice}
+    answer = chat(messages=user("Weather in Paris?"), tools=CHAT_TOOLS, **extra)
+    choice0 = answer.choices[0]
+    assert choice0.finish_reason == "tool_calls" and choice0.message.content is None
+    (call,) = choice0.message.tool_calls
+    assert call.id.startswith("call_") and call.type == "function" and call.function.name == "get_weather"
+    arguments = orjson.loads(call.function.arguments)
+    jsonschema.validate(arguments, WEATHER)
+    assert arguments == {"city": "Weather in Paris?", "unit": "celsius"}  # the user's words in the first string
+
+
+def test_named_tool_choice_calls_that_tool():
+    answer = chat(messages=user("now?"), tools=CHAT_TOOLS, tool_choice={"type": "function", "function": {"name": "get_time"}})
+    call = answer.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_time"
+    jsonschema.validate(orjson.loads(call.function.arguments), TIME)
+
+
+def test_a_named_tool_that_is_not_offered_is_a_400():
+    status, body = send("chat/completions", {"messages": user("x"), "tools": CHAT_TOOLS,
+                                             "tool_choice": {"type": "function", "function": {"name": "nope"}}})
+    assert status == 400
+    error = orjson.loads(body)["error"]
+    assert error["param"] == "tool_choice" and "nope" in error["message"]
+
+
+def _after_weather_call(output: str) -> list[dict]:
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+    return [
+        *user("Weather in Paris?"),
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": output},
+    ]
+
+
+def test_auto_after_a_tool_result_answers_text_quoting_it():
+    answer = chat(messages=_after_weather_call("sunny, 21 C"), tools=CHAT_TOOLS)
+    assert answer.choices[0].finish_reason == "stop"
+    assert answer.choices[0].message.content == "Mock answer to: Weather in Paris? (tool said: sunny, 21 C)"
+
+
+def test_required_after_a_tool_result_calls_the_next_uncalled_tool():
+    answer = chat(messages=_after_weather_call("sunny"), tools=CHAT_TOOLS, tool_choice="required")
+    assert answer.choices[0].message.tool_calls[0].function.name == "get_time"
+
+
+def test_tool_choice_none_answers_text():
+    answer = chat(messages=user("hello"), tools=CHAT_TOOLS, tool_choice="none")
+    assert answer.choices[0].message.content == "Mock answer to: hello"
+
+
+def test_allowed_tools_narrow_the_choice():
+    choice = {"type": "allowed_tools", "allowed_tools": {"mode": "required", "tools": [
+        {"type": "function", "function": {"name": "get_time"}}]}}
+    answer = chat(messages=user("x"), tools=CHAT_TOOLS, tool_choice=choice)
+    assert answer.choices[0].message.tool_calls[0].function.name == "get_time"
+
+
+def test_streamed_tool_call_id_and_name_first_then_argument_pieces():
+    chunks = chat_chunks(messages=user("Weather in a rather long city name?"), tools=CHAT_TOOLS, tool_choice="required")
+    first = chunks[0].choices[0].delta
+    assert first.role == "assistant"
+    head = first.tool_calls[0]
+    assert head.id.startswith("call_") and head.function.name == "get_weather" and head.function.arguments == ""
+    pieces = [c.choices[0].delta.tool_calls[0] for c in chunks[1:-1]]
+    assert len(pieces) > 1 and all(p.id is None and p.function.name is None for p in pieces)
+    jsonschema.validate(orjson.loads("".join(p.function.arguments for p in pieces)), WEATHER)
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_json_schema_response_format_gives_a_valid_instance_with_the_text():
+    response_format = {"type": "json_schema", "json_schema": {"name": "answer", "schema": ANSWER_SCHEMA, "strict": True}}
+    answer = chat(messages=user("sum up"), response_format=response_format)
+    value = orjson.loads(answer.choices[0].message.content)
+    jsonschema.validate(value, ANSWER_SCHEMA)
+    assert value == {"summary": "Mock answer to: sum up", "items": [], "level": 2}
+
+
+def test_json_schema_after_a_tool_result_quotes_it_inside_the_json():
+    response_format = {"type": "json_schema", "json_schema": {"name": "answer", "schema": ANSWER_SCHEMA}}
+    answer = chat(messages=_after_weather_call("rain"), tools=CHAT_TOOLS, response_format=response_format)
+    assert orjson.loads(answer.choices[0].message.content)["summary"].endswith("(tool said: rain)")
+
+
+def test_json_object_gives_an_answer_object_or_the_schema_the_prompt_shows():
+    answer = chat(messages=user("hi"), response_format={"type": "json_object"})
+    assert orjson.loads(answer.choices[0].message.content) == {"answer": "Mock answer to: hi"}
+    shown = [{"role": "system", "content": f"Answer with JSON matching this schema:\n\n{orjson.dumps(ANSWER_SCHEMA).decode()}\n"},
+             {"role": "user", "content": "sum up {not json"}]
+    answer = chat(messages=shown, response_format={"type": "json_object"})
+    jsonschema.validate(orjson.loads(answer.choices[0].message.content), ANSWER_SCHEMA)
+
+
+def test_an_impossible_schema_is_a_400_naming_the_field():
+    impossible = {"type": "integer", "minimum": 3, "maximum": 1}
+    response_format = {"type": "json_schema", "json_schema": {"name": "x", "schema": impossible}}
+    status, body = send("chat/completions", {"messages": user("x"), "response_format": response_format})
+    assert status == 400 and orjson.loads(body)["error"]["param"] == "response_format"
+
+
+def test_legacy_completions_still_echo():
+    status, body = send("completions", {"prompt": "Say this"})
+    answer = orjson.loads(body)
+    assert status == 200 and answer["choices"][0]["text"] == "Mock answer to: Say this"
+    assert answer["usage"] == {"prompt_tokens": 2, "completion_tokens": 5, "total_tokens": 7}
+
+
+# -- Responses API -----------------------------------------------------------------------
+
+
+def test_responses_text_answer_and_usage():
+    response = responses(input="hello there", instructions="Be brief.")
+    assert response.status == "completed" and response.object == "response"
+    assert response.output_text == "Mock answer to: hello there"
+    assert response.output[0].type == "message" and response.output[0].role == "assistant"
+    assert response.instructions == "Be brief."
+    assert (response.usage.input_tokens, response.usage.output_tokens, response.usage.total_tokens) == (4, 5, 9)
+
+
+def test_responses_input_items_parts_and_the_last_user_turn():
+    items = [
+        {"role": "user", "content": "first question"},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "an answer"}]},
+        {"type": "message", "role": "user",
+         "content": [{"type": "input_text", "text": "second"}, {"type": "input_text", "text": "part"}]},
+    ]
+    assert responses(input=items).output_text == "Mock answer to: second\npart"
+
+
+def test_responses_stream_is_the_full_event_sequence():
+    events = responses_events(input="one two")
+    types = [e.type for e in events]
+    assert types[:2] == ["response.created", "response.in_progress"]
+    assert types[-1] == "response.completed"
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert deltas == ["Mock", " answer", " to:", " one", " two"]
+    assert {"response.output_text.done", "response.content_part.done", "response.output_item.done"} <= set(types)
+    final = events[-1].response
+    assert final.output_text == "Mock answer to: one two" and final.usage.output_tokens == 5
+
+
+def test_responses_tool_call_is_a_function_call_item():
+    response = responses(input="Weather in Oslo?", tools=RESPONSES_TOOLS, tool_choice="required")
+    (item,) = response.output
+    assert item.type == "function_call" and item.name == "get_weather" and item.call_id.startswith("call_")
+    jsonschema.validate(orjson.loads(item.arguments), WEATHER)
+    named = responses(input="x", tools=RESPONSES_TOOLS, tool_choice={"type": "function", "name": "get_time"})
+    assert named.output[0].name == "get_time"
+
+
+def test_responses_streamed_tool_call():
+    events = responses_events(input="Weather in Oslo?", tools=RESPONSES_TOOLS)
+    added = next(e for e in events if e.type == "response.output_item.added")
+    assert added.item.type == "function_call" and added.item.name == "get_weather"
+    pieces = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
+    done = next(e for e in events if e.type == "response.function_call_arguments.done")
+    assert done.arguments == pieces
+    jsonschema.validate(orjson.loads(pieces), WEATHER)
+    assert events[-1].response.output[0].type == "function_call"
+
+
+def test_responses_function_call_output_ends_the_round_trip():
+    items = [
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"type": "function_call", "call_id": "call_9", "name": "get_weather", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_9", "output": "snow"},
+    ]
+    response = responses(input=items, tools=RESPONSES_TOOLS, previous_response_id="resp_ignored")
+    assert response.output_text == "Mock answer to: Weather in Oslo? (tool said: snow)"
+    assert responses(input=items, tools=RESPONSES_TOOLS, tool_choice="required").output[0].name == "get_time"
+
+
+def test_responses_text_format_json_schema_and_json_object():
+    text = {"format": {"type": "json_schema", "name": "answer", "schema": ANSWER_SCHEMA, "strict": True}}
+    response = responses(input="sum up", text=text)
+    jsonschema.validate(orjson.loads(response.output_text), ANSWER_SCHEMA)
+    assert response.text.format.type == "json_schema"
+    plain = responses(input="sum up", text={"format": {"type": "json_object"}})
+    assert orjson.loads(plain.output_text) == {"answer": "Mock answer to: sum up"}
+    for schema in ({"schema": False}, {}):
+        format = {"type": "json_schema", "name": "x", **schema}
+        status, body = send("responses", {"input": "x", "text": {"format": format}})
+        assert status == 400 and orjson.loads(body)["error"]["param"] == "text.format"
+
+
+# -- Embeddings ----------------------------------------------------------------------------
+
+
+def embed(**payload) -> CreateEmbeddingResponse:
+    status, body = send("embeddings", payload)
+    assert status == 200, body
+    return CreateEmbeddingResponse.model_validate_json(body)
+
+
+def test_embeddings_default_to_eight_float_dimensions():
+    result = embed(input=["x", "y"])
+    assert [len(d.embedding) for d in result.data] == [8, 8]
+    assert result.data[0].embedding == vector("x") != vector("y")
+
+
+def test_embeddings_base64_is_little_endian_float32_of_the_same_vector():
+    status, body = send("embeddings", {"input": "some text", "encoding_format": "base64", "dimensions": 16})
+    assert status == 200
+    raw = base64.b64decode(orjson.loads(body)["data"][0]["embedding"])
+    decoded = struct.unpack("<16f", raw)
+    assert decoded == pytest.approx(vector("some text", 16), abs=1e-6)
+    assert embed(input="some text", dimensions=16).data[0].embedding == vector("some text", 16)
+
+
+def test_embeddings_dimensions_are_honoured_and_deterministic():
+    long = embed(input="t", dimensions=100).data[0].embedding
+    assert len(long) == 100 and long == vector("t", 100) and all(-1 <= v <= 1 for v in long)
+    assert vector("t", 100) == vector("t", 100)
+
+
+REFUSED = [("dimensions", 0), ("dimensions", "8"), ("dimensions", 3073), ("encoding_format", "hex"), ("input", ["x"] * 2049)]
+
+
+@pytest.mark.parametrize(("field", "value"), REFUSED)
+def test_embeddings_refuse_what_openai_refuses(field, value):
+    status, body = send("embeddings", {"input": "x", field: value})
+    assert status == 400 and orjson.loads(body)["error"]["param"] == field
