@@ -235,25 +235,28 @@ class Connection(asyncio.Protocol):
             self.process()
 
     async def _stream(self, first: bytes, events: list[bytes], tail: bytes, latency: float, gap: float, keep_alive: bool) -> None:
-        """The head and first token event after `latency`, every later one `gap` after the previous, then the tail."""
+        """The head and first token event after `latency`, then one event every `gap`, then the tail.
+
+        The pace is kept against the clock, not slept afresh after each write: when the client
+        shares this core (the direct calls), its reading each event would otherwise stretch every
+        gap by its own work, and direct streams would last longer than proxied ones.
+        """
         transport = self.transport
         assert transport is not None
+        due = self.loop.time() + latency
         if latency > 0:
             await asyncio.sleep(latency)
         if self.closed:
             return
         transport.write(first)
-        for event in events:
-            if gap > 0:
-                await asyncio.sleep(gap)
+        for event in (*events, tail):
+            due += gap
+            wait = due - self.loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
             if self.closed:
                 return
             transport.write(event)
-        if gap > 0:
-            await asyncio.sleep(gap)
-        if self.closed:
-            return
-        transport.write(tail)
         self._done(keep_alive)
 
     def fail(self, status: bytes) -> None:
