@@ -124,7 +124,9 @@ def markdown(r: dict[str, Any]) -> str:
       + ("" if plan.get("full") else f" (partial: scenarios {','.join(plan.get('only', []))}, targets {','.join(plan.get('targets', []))})") + ".")
     w("")
     w(f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('memory', '?')} RAM, Linux {m.get('kernel', '?')}, "
-      f"Python {m.get('python', '?')}, {m.get('wrk', 'wrk ?')}; load average at start {', '.join(f'{x:.2f}' for x in m.get('loadavg_at_start', []))}. "
+      f"Python {m.get('python', '?')}, {m.get('wrk', 'wrk ?')}; load average at start {', '.join(f'{x:.2f}' for x in m.get('loadavg_at_start', []))}"
+      + (f", at the end {', '.join(f'{x:.2f}' for x in m['loadavg_at_end'])}" if m.get("loadavg_at_end") else "")
+      + (f"; CPU steal over the run {m['steal_percent']} %" if m.get("steal_percent") is not None else "") + ". "
       f"Pinning: {m.get('pinning', '?')}. Proxy code: {m.get('commit', '?')}.")
     w("")
     if "skipped" in lite:

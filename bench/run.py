@@ -395,7 +395,7 @@ class Bench:
         plan = self.plan
         self.results["machine"] = machine_info()
         self.results["started"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-        t0 = time.monotonic()
+        t0, cpu0 = time.monotonic(), cpu_counters()
         if "b" in plan.only or "e" in plan.only:
             self.capacity()
         for letter in SCENARIOS:
@@ -412,6 +412,10 @@ class Bench:
                     if self.ours is not None:  # its log and rows still tell what happened
                         self.results.setdefault("failed_ours", {})[letter] = self.finish_ours(self.ours, 0)
         self.results["seconds"] = round(time.monotonic() - t0, 1)
+        # how busy the machine was: the bench itself keeps about 2 runnable; steal is time the VM's host took
+        self.results["machine"]["loadavg_at_end"] = os.getloadavg()
+        spent = [b - a for a, b in zip(cpu0, cpu_counters())]
+        self.results["machine"]["steal_percent"] = round(100 * spent[7] / max(1, sum(spent[:8])), 1) if len(spent) > 7 else None
         if self.litellm is not None:
             self.litellm.proc.stop()
 
@@ -423,6 +427,13 @@ class Bench:
             for f in self.tmp.glob("*.log"):
                 shutil.copy(f, logs / f.name)
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def cpu_counters() -> list[int]:
+    """The machine's CPU time counters: /proc/stat's `cpu` line (user nice system idle iowait irq softirq steal …)."""
+    with contextlib.suppress(OSError):
+        return [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return []
 
 
 def machine_info() -> dict[str, Any]:
