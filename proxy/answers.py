@@ -30,8 +30,11 @@ class WholeAnswer:
     headers: dict[str, str]
     body: bytes
     provider: str
-    upstream_model: str
+    upstream_model: str | None
     retried: bool = False
+    #: What the log keeps instead of `body`, when not the body itself (a forwarded answer: capped,
+    #: or only the type and size of a binary one).
+    logged: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,8 @@ from .answers import CapturedStream, WholeAnswer, passthrough_headers
 from .cache import AnswerCache, request_key
 from .config import Settings
 from .errors import ProxyError
+from .forward import Forwarder, endpoint_name, own_path_error
+from .models import ModelCatalogue
 from .providers import ENDPOINTS, Provider
 from .pricing import Pricer
 from .record import CallRecord
@@ -69,6 +71,8 @@ class ProxyAPI:
         self.settings = settings
         self.router = Router(settings)
         self.caller = UpstreamCaller(providers, client, settings.retry)
+        self.catalogue = ModelCatalogue(self.router, providers, client)
+        self.forwarder = Forwarder(self.router, self.caller, settings.default_provider, settings.max_body_bytes)
         self.recorder = recorder
         store = recorder.store
         self.responses = ResponseIndex(lambda response_id: rows_for_response(store.path, store.engine, response_id))
@@ -91,10 +95,15 @@ class ProxyAPI:
         routes += [Route(f"/openai/v1/{e}", self._endpoint_handler(e, azure=True), methods=["POST"]) for e in ENDPOINTS]
         routes.append(Route("/openai/responses", self._endpoint_handler("responses", azure=True), methods=["POST"]))
         routes += self.turns.routes(API_PREFIXES)
+        for prefix in API_PREFIXES:
+            routes += [
+                Route(f"{prefix}/models", self.models, methods=["GET"]),
+                Route(f"{prefix}/models/{{model_id:path}}", self.models, methods=["GET"]),
+            ]
         routes += [
-            Route("/v1/models", self.models, methods=["GET"]),
             Route("/healthz", self.healthz, methods=["GET"]),
-            Route("/v1/{path:path}", self.unknown_endpoint, methods=list(ANY_METHOD)),
+            Route("/v1/{path:path}", self.forward, methods=list(ANY_METHOD)),
+            Route("/openai/v1/{path:path}", self.forward, methods=list(ANY_METHOD)),
         ]
         return routes
 
@@ -107,36 +116,42 @@ class ProxyAPI:
         return handler
 
     async def models(self, request: Request) -> Response:
+        """The model list, or one model by its id (which may hold slashes): see proxy/models.py."""
+        model_id = request.path_params.get("model_id")
         try:
             authenticate(self.settings.client_keys, plain_headers(request))
+            body = await (self.catalogue.listing() if model_id is None else self.catalogue.model(model_id))
         except ProxyError as exc:
             return Response(exc.json(), exc.status_code, media_type="application/json")
-        data = [
-            {"id": model, "object": "model", "created": 0, "owned_by": owner}
-            for model, owner in self.router.listed_models()
-        ]
-        return JSONResponse({"object": "list", "data": data})
+        return JSONResponse(body)
 
     async def healthz(self, request: Request) -> Response:
         stats = self.recorder.stats()
         status = "degraded" if stats["degraded"] or stats["lost"] else "ok"
         return JSONResponse({"status": status, "log": stats})
 
-    async def unknown_endpoint(self, request: Request) -> Response:
-        """Any other `/v1/…` call: a recorded 404 (or 405 for a known path and the wrong method)."""
+    async def forward(self, request: Request) -> Response:
+        """Any other `/v1/…` call, passed on to the routed provider with a row (proxy/forward.py);
+        one of the proxy's own paths that no route took is a recorded 405 or 404."""
         path = request.path_params["path"]
-        record = CallRecord(path)
-        read_study_headers(plain_headers(request), record)
-        if path in (*ENDPOINTS, "models"):
-            method = "GET" if path == "models" else "POST"
-            error = ProxyError(405, f"Use {method} for /v1/{path}, not {request.method}.", code="method_not_allowed")
-        else:
-            error = ProxyError(
-                404,
-                f"Unknown endpoint /v1/{path}: this proxy serves chat/completions, completions, embeddings and models.",
-                code="unknown_url",
-            )
-        return self.fail(record, error)
+        record = CallRecord(endpoint_name(path))
+        headers = plain_headers(request)
+        read_study_headers(headers, record)
+        try:
+            if (refused := own_path_error(path, request.method, request.url.path)) is not None:
+                raise refused
+            record.client = authenticate(self.settings.client_keys, headers)
+            options = parse_options(headers, self.settings.retry.max_attempts)
+            record.study_metadata = study_metadata(headers)
+            answer = await self.forwarder.forward(request, path, headers, record, options.max_attempts)
+        except ProxyError as exc:
+            return self.fail(record, exc)
+        except asyncio.CancelledError:  # the server's grace period ran out: the row still counts
+            self.fail(record, ProxyError(503, SHUT_DOWN, type="server_error", code="shutdown"))
+            raise
+        except Exception:
+            return self.fail(record, _internal_error(record))
+        return self._answer(record, answer)
 
     async def handle(self, request: Request, endpoint: str, azure: bool = False) -> Response:
         record = CallRecord(endpoint, pricer=self.pricer)
@@ -174,16 +189,7 @@ class ProxyAPI:
             self.fail(record, ProxyError(503, SHUT_DOWN, type="server_error", code="shutdown"))
             raise
         except Exception:
-            log.exception("unexpected failure on request %s", record.request_id)
-            return self.fail(
-                record,
-                ProxyError(
-                    500,
-                    f"The proxy failed on this request (id {record.request_id}); its log has the details.",
-                    type="server_error",
-                    code="internal_error",
-                ),
-            )
+            return self.fail(record, _internal_error(record))
 
     async def _complete(self, call: Call) -> Response:
         record = call.record
@@ -217,16 +223,10 @@ class ProxyAPI:
         return _whole(call.record, outcome)
 
     async def _upstream(self, call: Call, payload: dict[str, Any], stream: bool) -> Outcome:
-        """Upstream along the routes; an error after retries tells the SDK not to retry again."""
-        record = call.record
-        try:
-            return await self.caller.call(
-                record, call.routes, call.endpoint, payload, max_attempts=call.options.max_attempts, stream=stream
-            )
-        except ProxyError as exc:
-            if len(record.attempts) > 1:
-                exc.headers["x-should-retry"] = "false"
-            raise
+        """Upstream along the routes, with the retries this request allows."""
+        return await self.caller.call(
+            call.record, call.routes, call.endpoint, payload, max_attempts=call.options.max_attempts, stream=stream
+        )
 
     async def _stream(self, call: Call) -> Response:
         record, endpoint, payload = call.record, call.endpoint, call.upstream_payload
@@ -279,7 +279,7 @@ class ProxyAPI:
 
     def _answer(self, record: CallRecord, answer: WholeAnswer) -> Response:
         record.provider, record.upstream_model = answer.provider, answer.upstream_model
-        record.response_body = answer.body
+        record.response_body = answer.body if answer.logged is None else answer.logged
         record.finish(answer.status_code)
         self.submit(record)
         headers = {**self.study_headers(record), **answer.headers}
@@ -338,4 +338,15 @@ def _whole(record: CallRecord, outcome: Outcome) -> WholeAnswer:
         record.provider or "",
         record.upstream_model or "",
         retried=len(record.attempts) > 1,
+    )
+
+
+def _internal_error(record: CallRecord) -> ProxyError:
+    """A fault in the proxy: its traceback goes to the server's log, the client gets the request id."""
+    log.exception("unexpected failure on request %s", record.request_id)
+    return ProxyError(
+        500,
+        f"The proxy failed on this request (id {record.request_id}); its log has the details.",
+        type="server_error",
+        code="internal_error",
     )

@@ -10,7 +10,7 @@ import asyncio
 import email.utils
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,9 +23,12 @@ from .errors import ProxyError
 from .providers import Provider
 from .record import Attempt, CallRecord
 from .routing import Route
-from .upstream import UpstreamClient, UpstreamResponse, UpstreamUnreachable
+from .upstream import UpstreamClient, UpstreamRequest, UpstreamResponse, UpstreamUnreachable
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+#: Makes the upstream request for one route; by default the provider's `build` of the JSON payload.
+RequestBuilder = Callable[[Provider, Route], UpstreamRequest]
 
 
 @dataclass(slots=True)
@@ -80,11 +83,14 @@ class UpstreamCaller:
         *,
         max_attempts: int,
         stream: bool,
+        build: RequestBuilder | None = None,
     ) -> Outcome:
         """The first final answer (success or an error not worth retrying), else the last failure.
 
-        Raises ProxyError (502/504) when no route answered at all.
+        Raises ProxyError (502/504) when no route answered at all; after more than one attempt
+        it carries `x-should-retry: false`, so that the client's SDK does not retry on top.
         """
+        make = build or (lambda provider, route: provider.build(endpoint, route.upstream_model, payload))
         deadline = time.monotonic() + self.policy.deadline
         last: Outcome | UpstreamUnreachable | None = None
         for route in routes:
@@ -92,7 +98,7 @@ class UpstreamCaller:
                 break
             record.provider, record.upstream_model = route.provider, route.upstream_model
             try:
-                outcome = await self._with_retries(record, route, endpoint, payload, max_attempts, stream, deadline)
+                outcome = await self._with_retries(record, route, make, max_attempts, stream, deadline)
             except UpstreamUnreachable as exc:
                 last = exc
                 continue
@@ -101,20 +107,22 @@ class UpstreamCaller:
             last = outcome
         if isinstance(last, Outcome):
             return last
-        raise unreachable_error(last, record.provider or "upstream")
+        error = unreachable_error(last, record.provider or "upstream")
+        if len(record.attempts) > 1:
+            error.headers["x-should-retry"] = "false"
+        raise error
 
     async def _with_retries(
         self,
         record: CallRecord,
         route: Route,
-        endpoint: str,
-        payload: dict[str, Any],
+        build: RequestBuilder,
         max_attempts: int,
         stream: bool,
         deadline: float,
     ) -> Outcome:
         provider = self.providers[route.provider]
-        request = provider.build(endpoint, route.upstream_model, payload)
+        request = build(provider, route)
         path = urlsplit(request.url).path
 
         async def attempt_once() -> Outcome:

@@ -4,7 +4,8 @@ It runs a small Starlette app under uvicorn in a background thread on a free loo
 port, records every request it receives, and answers like OpenAI (any path ending in
 `/chat/completions`, `/completions` or `/embeddings`, so several "providers" can live
 under different prefixes of one server) or like Azure OpenAI
-(`/openai/deployments/{deployment}/{endpoint}?api-version=…`).
+(`/openai/deployments/{deployment}/{endpoint}?api-version=…`); it also lists models and
+answers the other endpoints that the proxy forwards (see below).
 
 What it answers depends on the model (the deployment on Azure paths); only the last
 path segment of the model counts, so `meta-llama/no-usage-x` behaves like `no-usage-x`:
@@ -36,6 +37,18 @@ paths), so tests give each a unique name, e.g. f"fail-503-twice-{uuid4().hex[:8]
 `…/responses` (OpenAI's path, and Azure's v1 surface `/openai/v1/responses`) answers like
 OpenAI's Responses API, with the same failure modes; the responses it made are kept for
 follow-ups by id (tests/fake_responses.py).
+
+The same model modes apply on the endpoints the proxy forwards (see below) when the
+body (JSON, or a multipart form's `model` field) names a model.
+
+`GET …/models` under any prefix lists MODELS, except under FAILING_MODELS_PREFIX
+(`/hyperbolic/v1`: a 500) and HANGING_MODELS_PREFIX (`/hang/v1`: no answer until the
+client leaves). Any other path (the endpoints the proxy forwards: `/v1/moderations`,
+`/openai/v1/files`, …) answers by how it ends: `/audio/speech` with SPEECH bytes as
+`audio/mpeg`, `/audio/transcriptions` (a multipart form, whose text fields and files are
+recorded in `form` and `files`) with `transcription_text(filename, size)`, `/moderations`,
+`/images/generations` and `GET …/files` with small OpenAI-shaped objects, and anything
+else with a JSON echo of what it received (`?pad=N` adds N bytes to the echo).
 
 Streams carry a final usage chunk (`choices: []`) only when the request asked for it
 with `stream_options.include_usage`. On Azure paths the first chunk is Azure's
@@ -98,6 +111,15 @@ RETRY_AFTER_DATE_SECONDS = 2
 #: `fail-NNN-*` for a status without a mode of its own.
 FAIL_STATUS = re.compile(r"^fail-(?P<status>[45]\d\d)(?:-|$)")
 
+#: The ids every `GET …/models` lists (but see FAILING_MODELS_PREFIX and HANGING_MODELS_PREFIX).
+MODELS = ("fake-model", "gpt-4o-mini", "whisper-1")
+#: The provider living under this prefix cannot list its models: its `GET …/models` answers 500.
+FAILING_MODELS_PREFIX = "/hyperbolic/v1"
+#: The provider living under this prefix never answers its `GET …/models` (until the client leaves).
+HANGING_MODELS_PREFIX = "/hang/v1"
+#: The body of every `…/audio/speech` answer (`audio/mpeg`).
+SPEECH = b"ID3\x04\x00fake-mp3" + bytes(range(256)) * 8
+
 RATELIMIT_HEADERS = {"x-ratelimit-remaining-requests": "4999", "x-ratelimit-limit-requests": "5000"}
 AZURE_PATH = re.compile(r"^/openai/deployments/(?P<deployment>[^/]+)/(?P<endpoint>chat/completions|completions|embeddings)$")
 AZURE_STREAM_OPTIONS_SINCE = "2024-09-01"
@@ -153,14 +175,18 @@ class RecordedRequest:
     completed: bool = field(default=False)  # set once the whole answer was sent
     received_at: float = field(default_factory=time.monotonic)  # when the request arrived
     call: int = 0  # 1 for the first request with this model, 2 for the second, …
+    form: dict[str, str] = field(default_factory=dict)  # a multipart body's text fields
+    files: dict[str, tuple[str | None, str | None, bytes]] = field(default_factory=dict)  # field → (filename, type, bytes)
 
     @property
     def model(self) -> str | None:
-        """The model asked for: the body's `model`, or the deployment on an Azure path."""
+        """The model asked for: the body's or the form's `model`, or the deployment on an Azure path."""
         azure = AZURE_PATH.match(self.path)
         if azure:
             return azure["deployment"]
-        return self.json.get("model") if isinstance(self.json, dict) else None
+        if isinstance(self.json, dict):
+            return self.json.get("model")
+        return self.form.get("model")
 
     @property
     def query_params(self) -> dict[str, str]:
@@ -288,46 +314,18 @@ class FakeUpstream:
                 status, answer = self.stored.follow_up(request.method, path.split("/responses/", 1)[1])
                 return JSONResponse(answer, status_code=status)
             if request.method == "GET" and path.endswith("/models"):
-                return JSONResponse({"object": "list", "data": [{"id": "fake-model", "object": "model", "owned_by": "fake"}]})
+                return await self._models(request, path)
             if endpoint is None:
-                return error(404, f"fake upstream: no route for {path}", "invalid_request_error", code="unknown_url")
+                return await self._forwarded(request, recorded)
         if request.method != "POST":
             return error(405, "fake upstream: use POST", "invalid_request_error")
         if not isinstance(model, str) or not model:
             return error(400, "fake upstream: you must provide a model parameter", "invalid_request_error", param="model")
+        headers = self._counted(recorded, model)
+        failed = await self._failure(request, model, recorded.call, headers)
+        if failed is not None:
+            return failed
         kind = model.rsplit("/", 1)[-1]
-        call = recorded.call = self._calls[model] = self._calls.get(model, 0) + 1
-        request_id = recorded.request_id = f"req-fake-{next(self._ids)}"
-        headers = {"x-request-id": request_id, **RATELIMIT_HEADERS}
-        if kind.startswith("hang"):
-            await self._wait_until_released(request)
-            return error(504, "Fake upstream hung.", "server_error", None, None, headers)
-        if kind.startswith("slow-") and not kind.startswith("slow-stream"):
-            await asyncio.sleep(SLOW_ANSWER_DELAY)
-        if kind.startswith("fail-400"):
-            return error(400, f"Fake upstream rejects model {model}.", "invalid_request_error", "model", "fake_bad_request", headers)
-        if kind.startswith(("fail-429-once", "fail-429-date-once")):
-            if call == 1:
-                if kind.startswith("fail-429-once"):
-                    headers |= {"retry-after-ms": str(RETRY_AFTER_MS), "retry-after": "1"}
-                else:
-                    headers["retry-after"] = formatdate(time.time() + RETRY_AFTER_DATE_SECONDS, usegmt=True)
-                headers["x-ratelimit-remaining-requests"] = "0"
-                return error(429, "Fake upstream: rate limit reached.", "requests", None, "rate_limit_exceeded", headers)
-        elif kind.startswith("fail-429"):
-            headers |= {"retry-after": "1", "x-ratelimit-remaining-requests": "0"}
-            return error(429, "Fake upstream: rate limit reached.", "requests", None, "rate_limit_exceeded", headers)
-        if kind.startswith("fail-500"):
-            return error(500, "Fake upstream had an internal error.", "server_error", None, None, headers)
-        if kind.startswith("fail-503-twice"):
-            if call <= 2:
-                return error(503, "Fake upstream is overloaded.", "server_error", None, "overloaded", headers)
-        elif kind.startswith("fail-503"):
-            return error(503, "Fake upstream is overloaded.", "server_error", None, "overloaded", headers)
-        elif (other := FAIL_STATUS.match(kind)) and other["status"] not in ("400", "429", "500"):
-            status = int(other["status"])
-            kind_of_error = "server_error" if status >= 500 else "invalid_request_error"
-            return error(status, f"Fake upstream fails with {status}.", kind_of_error, None, f"fake_{status}", headers)
         stream_options = body.get("stream_options")
         if azure and stream_options is not None and recorded.query_params["api-version"][:10] < AZURE_STREAM_OPTIONS_SINCE:
             return error(400, "Unrecognized request argument supplied: stream_options", "invalid_request_error", None, None, headers)
@@ -358,6 +356,73 @@ class FakeUpstream:
         return StreamingResponse(
             self._stream(recorded, events, delay, cut, stall), media_type="text/event-stream", headers=headers
         )
+
+    async def _failure(self, request: Request, model: str, call: int, headers: dict[str, str]) -> Response | None:
+        """The answer of a `fail-*`, `hang-*` or `slow-*` model (after its delay); None for a normal answer."""
+        kind = model.rsplit("/", 1)[-1]
+        if kind.startswith("hang"):
+            await self._wait_until_released(request)
+            return error(504, "Fake upstream hung.", "server_error", None, None, headers)
+        if kind.startswith("slow-") and not kind.startswith("slow-stream"):
+            await asyncio.sleep(SLOW_ANSWER_DELAY)
+        if kind.startswith("fail-400"):
+            return error(400, f"Fake upstream rejects model {model}.", "invalid_request_error", "model", "fake_bad_request", headers)
+        if kind.startswith(("fail-429-once", "fail-429-date-once")):
+            if call == 1:
+                if kind.startswith("fail-429-once"):
+                    headers |= {"retry-after-ms": str(RETRY_AFTER_MS), "retry-after": "1"}
+                else:
+                    headers["retry-after"] = formatdate(time.time() + RETRY_AFTER_DATE_SECONDS, usegmt=True)
+                headers["x-ratelimit-remaining-requests"] = "0"
+                return error(429, "Fake upstream: rate limit reached.", "requests", None, "rate_limit_exceeded", headers)
+        elif kind.startswith("fail-429"):
+            headers |= {"retry-after": "1", "x-ratelimit-remaining-requests": "0"}
+            return error(429, "Fake upstream: rate limit reached.", "requests", None, "rate_limit_exceeded", headers)
+        if kind.startswith("fail-500"):
+            return error(500, "Fake upstream had an internal error.", "server_error", None, None, headers)
+        if kind.startswith("fail-503-twice"):
+            if call <= 2:
+                return error(503, "Fake upstream is overloaded.", "server_error", None, "overloaded", headers)
+        elif kind.startswith("fail-503"):
+            return error(503, "Fake upstream is overloaded.", "server_error", None, "overloaded", headers)
+        elif (other := FAIL_STATUS.match(kind)) and other["status"] not in ("400", "429", "500"):
+            status = int(other["status"])
+            kind_of_error = "server_error" if status >= 500 else "invalid_request_error"
+            return error(status, f"Fake upstream fails with {status}.", kind_of_error, None, f"fake_{status}", headers)
+        return None
+
+    def _counted(self, recorded: RecordedRequest, model: str | None) -> dict[str, str]:
+        """Count the call for its model, give it a request id; the headers every answer carries."""
+        if model:
+            recorded.call = self._calls[model] = self._calls.get(model, 0) + 1
+        recorded.request_id = f"req-fake-{next(self._ids)}"
+        return {"x-request-id": recorded.request_id, **RATELIMIT_HEADERS}
+
+    async def _models(self, request: Request, path: str) -> Response:
+        prefix = path.removesuffix("/models")
+        if prefix == FAILING_MODELS_PREFIX:
+            return error(500, "Fake upstream cannot list its models.", "server_error")
+        if prefix == HANGING_MODELS_PREFIX:
+            await self._wait_until_released(request)
+        data = [{"id": model, "object": "model", "created": 1_700_000_000, "owned_by": "fake"} for model in MODELS]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def _forwarded(self, request: Request, recorded: RecordedRequest) -> Response:
+        """Any other endpoint: the model's failure modes, else an answer of the endpoint's kind."""
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            async with request.form() as form:
+                for name, value in form.multi_items():
+                    if isinstance(value, str):
+                        recorded.form[name] = value
+                    else:
+                        recorded.files[name] = (value.filename, value.content_type, await value.read())
+        model = recorded.model
+        headers = self._counted(recorded, model if isinstance(model, str) else None)
+        if isinstance(model, str) and model:
+            failed = await self._failure(request, model, recorded.call, headers)
+            if failed is not None:
+                return failed
+        return forwarded_answer(recorded, headers)
 
     def _responses(
         self, recorded: RecordedRequest, body: dict[str, Any], model: str, kind: str, headers: dict[str, str]
@@ -406,6 +471,37 @@ class FakeUpstream:
         if events and not isinstance(events[0], bytes):
             yield b"data: [DONE]\n\n"
         recorded.completed = True
+
+
+def forwarded_answer(recorded: RecordedRequest, headers: dict[str, str]) -> Response:
+    """What the fake answers on an endpoint the proxy forwards, by the path's end."""
+    path, body = recorded.path, recorded.json if isinstance(recorded.json, dict) else {}
+    if path.endswith("/audio/speech"):
+        return Response(SPEECH, media_type="audio/mpeg", headers=headers)
+    if path.endswith("/audio/transcriptions"):
+        filename, _, data = recorded.files.get("file", (None, None, b""))
+        return JSONResponse({"text": transcription_text(filename, len(data))}, headers=headers)
+    if path.endswith("/moderations"):
+        result = {"flagged": False, "categories": {"hate": False}, "category_scores": {"hate": 0.001}}
+        return JSONResponse({"id": "modr-fake", "model": body.get("model"), "results": [result]}, headers=headers)
+    if path.endswith("/images/generations"):
+        image = {"url": "https://images.invalid/fake.png", "revised_prompt": body.get("prompt")}
+        return JSONResponse({"created": 1_700_000_000, "data": [image]}, headers=headers)
+    if recorded.method == "GET" and path.endswith("/files"):
+        files = [{"id": "file-abc123", "object": "file", "bytes": 120, "created_at": 1_700_000_000,
+                  "filename": "batch.jsonl", "purpose": "batch", "status": "processed"}]
+        return JSONResponse({"object": "list", "data": files, "has_more": False}, headers=headers)
+    echo = {
+        "object": "fake.echo", "method": recorded.method, "path": path, "query": recorded.query,
+        "model": recorded.model, "bytes": len(recorded.raw_body),
+        "pad": "p" * int(recorded.query_params.get("pad", "0")),
+    }
+    return JSONResponse(echo, headers=headers)
+
+
+def transcription_text(filename: str | None, size: int) -> str:
+    """The text the fake transcribes an uploaded file to."""
+    return f"Fake transcription of {filename} ({size} bytes)"
 
 
 def _asked_text(body: Any) -> str | None:

@@ -14,7 +14,7 @@ import pytest
 from openai import AsyncOpenAI, OpenAI
 
 from conftest import HEX32, ISO_UTC_MS, assert_error_shape, fake_key, loads, provider_env
-from fake_upstream import EMBEDDING_TOKENS_PER_INPUT, USAGE, VECTOR, chat_answer, completion, completion_answer, error
+from fake_upstream import EMBEDDING_TOKENS_PER_INPUT, MODELS, USAGE, VECTOR, chat_answer, completion, completion_answer, error
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -327,8 +327,13 @@ def test_embeddings_list_input(proxy, client, upstream):
 def test_models_list(proxy, client, upstream):
     ids = [m.id for m in client.models.list()]
     assert "openai/gpt-4o-mini" in ids  # OPENAI_MODEL, prefixed by its provider
+    assert {f"openai/{m}" for m in MODELS} <= set(ids)  # the upstream's own list, prefixed
+    assert "mock/echo" in ids
+    assert len(ids) == len(set(ids))
     assert not any(i.startswith(("azure/", "hyperbolic/")) for i in ids)  # not configured
-    assert upstream.requests == []  # answered by the proxy itself
+    # At most the upstream's list was asked for (the proxy keeps it a while), with the operator's key.
+    assert [(r.method, r.path) for r in upstream.requests] in ([], [("GET", "/v1/models")])
+    assert all(r.headers.get("authorization") == f"Bearer {OPENAI_KEY}" for r in upstream.requests)
 
 
 def test_healthz(proxy):

@@ -14,7 +14,7 @@ import pytest
 from openai import AzureOpenAI, OpenAI
 
 from conftest import assert_error_shape, fake_key, free_port, loads, provider_env
-from fake_upstream import VECTOR, chat_answer
+from fake_upstream import MODELS, VECTOR, chat_answer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -281,7 +281,16 @@ def test_models_list_has_provider_defaults_and_aliases(proxy, client, upstream):
     assert {"fast", "smart", "hyper"} <= set(ids)
     assert len(ids) == len(set(ids))
     assert all(m.object == "model" for m in models)
-    assert upstream.requests == []
+    for provider in ("openai", "local", "keyless"):  # each upstream's own list, prefixed
+        assert {f"{provider}/{m}" for m in MODELS} <= set(ids), provider
+    assert not any(i.startswith(("hyperbolic/", "dead/")) for i in ids)  # its list fails; unreachable
+    # Only model lists were asked for (none of Azure: it lists its deployment), each with its provider's key.
+    keys = {"/v1": f"Bearer {OPENAI_KEY}", "/local/v1": f"Bearer {LOCAL_KEY}", "/keyless/v1": None,
+            "/hyperbolic/v1": f"Bearer {HYPERBOLIC_KEY}"}
+    for recorded in upstream.requests:
+        assert recorded.method == "GET" and recorded.path.endswith("/models"), recorded.path
+        assert recorded.headers.get("authorization") == keys[recorded.path.removesuffix("/models")]
+    no_client_key_upstream(upstream)
 
 
 def test_client_cannot_redirect_upstream_with_headers(proxy, client, upstream):

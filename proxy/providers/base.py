@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -15,6 +16,9 @@ ENDPOINTS = ("chat/completions", "completions", "embeddings", "responses")
 
 class Provider:
     """An OpenAI-compatible upstream: `{base_url}/{endpoint}` with a Bearer key."""
+
+    #: Whether `GET /v1/models` asks this upstream for its own list (`forward("GET", "models", …)`).
+    lists_models = True
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
@@ -40,6 +44,15 @@ class Provider:
         body = payload if payload.get("model") == upstream_model else {**payload, "model": upstream_model}
         headers = {"content-type": "application/json", "accept": "application/json", **self.auth_headers()}
         return UpstreamRequest("POST", self.url(endpoint, upstream_model), headers, orjson.dumps(body))
+
+    def forward_url(self, path: str) -> str:
+        """Where another `/v1/{path}` call goes: always under the configured base URL."""
+        return f"{self.config.base_url}/{path}"
+
+    def forward(self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes) -> UpstreamRequest:
+        """A forwarded call (files, audio, moderations…): the client's method, query and body, our key."""
+        url = self.forward_url(path) + (f"?{query}" if query else "")
+        return UpstreamRequest(method, url, {**headers, **self.auth_headers()}, body)
 
     async def send(self, client: UpstreamClient, request: UpstreamRequest) -> UpstreamResponse:
         return await client.send(request)

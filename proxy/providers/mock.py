@@ -3,7 +3,8 @@
 It behaves enough like a model for SDKs and agent frameworks to run against it: it echoes
 the user's last message (`Mock answer to: …`), calls tools and answers in JSON when asked
 (the rule is in mock_answer.py), serves Chat Completions, legacy completions, the Responses
-API (mock_responses.py) and embeddings, streamed or whole. Its "tokens" are
+API (mock_responses.py) and embeddings, streamed or whole, and of the forwarded endpoints
+moderations and its model list (mock_forward.py). Its "tokens" are
 whitespace-separated words: honest counts of what it produced, not a tokenizer's.
 
 A plain echo reads no schema and builds no tool call: benchmarks use this path.
@@ -23,7 +24,11 @@ from .base import Provider
 from .mock_answer import Answer, answer
 from .mock_conversation import MockRequestError, from_chat, from_completions, from_responses
 from .mock_embeddings import embeddings
+from .mock_forward import forwarded_answer
 from .mock_responses import responses_body, responses_events
+
+#: Forwarded calls (everything but the proxy's own endpoints) go to `mock:///v1/{path}`.
+FORWARDED = "mock:///v1/"
 
 
 class MockProvider(Provider):
@@ -32,7 +37,12 @@ class MockProvider(Provider):
     def url(self, endpoint: str, upstream_model: str) -> str:
         return f"mock:///{endpoint}"
 
+    def forward_url(self, path: str) -> str:
+        return FORWARDED + path
+
     async def send(self, client: UpstreamClient, request: UpstreamRequest) -> UpstreamResponse:
+        if request.url.startswith(FORWARDED):
+            return _forwarded(request)
         payload = orjson.loads(request.body)
         endpoint = request.url.removeprefix("mock:///")
         stream = bool(payload.get("stream"))
@@ -72,6 +82,12 @@ class MockResponse:
 
     async def close(self) -> None:
         return None
+
+
+def _forwarded(request: UpstreamRequest) -> MockResponse:
+    path = request.url.removeprefix(FORWARDED).partition("?")[0]
+    status, body = forwarded_answer(request.method, path, request.body)
+    return MockResponse(body, status_code=status)
 
 
 def _usage(said: Answer) -> dict[str, int]:

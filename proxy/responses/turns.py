@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import orjson
 from starlette.requests import Request
@@ -21,15 +21,14 @@ from starlette.routing import Route
 from ..answers import passthrough_headers
 from ..errors import ProxyError
 from ..record import CallRecord
-from ..request_headers import authenticate, plain_headers, read_study_headers, study_metadata
-from ..resilience import unreachable_error
+from ..request_headers import (
+    RequestOptions, authenticate, parse_options, plain_headers, read_study_headers, study_metadata,
+)
 from ..routing import Route as UpstreamRoute
-from ..upstream import UpstreamRequest, UpstreamUnreachable
 from .state import KnownResponse, input_items, not_found
 
 if TYPE_CHECKING:
     from ..api import ProxyAPI
-    from ..providers import Provider
 
 #: What a response id may look like: anything else never reaches an upstream URL.
 RESPONSE_ID = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
@@ -102,36 +101,34 @@ class ResponseTurns:
             if known is not None:
                 record.model = record.upstream_model = known.upstream_model
             if self.keeps_state(provider):
-                return await self._forward(request, record, action, response_id)
+                options = parse_options(headers, api.settings.retry.max_attempts)
+                return await self._forward(request, record, options, action, response_id)
             if known is None:
                 raise not_found(response_id)
             return self._answer_from_log(request, record, action, known)
         except ProxyError as exc:
             return api.fail(record, exc)
 
-    async def _forward(self, request: Request, record: CallRecord, action: str, response_id: str) -> Response:
-        """One attempt at the creating provider (follow-ups are cheap to retry by the client)."""
-        api = self.api
+    async def _forward(
+        self, request: Request, record: CallRecord, options: RequestOptions, action: str, response_id: str
+    ) -> Response:
+        """To the creating provider, through the caller: retries and an `attempts` row each, like any call."""
         method, tail = ACTIONS[action]
-        provider: Provider = api.caller.providers[record.provider or ""]
         path = f"responses/{quote(response_id, safe='')}{tail}"
-        url = provider.url(path, record.upstream_model or "")
         query = request.url.query
-        if query:
-            url += ("&" if "?" in url else "?") + query
-        upstream_headers = {"accept": "application/json", **provider.auth_headers()}
-        attempt = record.begin_attempt(provider.name, urlsplit(url).path)
-        try:
-            response = await provider.send(api.caller.client, UpstreamRequest(method, url, upstream_headers))
-            body = await response.read()
-        except UpstreamUnreachable as exc:
-            attempt.finish(error=str(exc))
-            raise unreachable_error(exc, provider.name) from None
-        attempt.finish(response.status_code)
-        if action == "delete" and response.status_code == 200:
-            api.responses.forget(response_id)
+        route = UpstreamRoute(record.provider or "", record.upstream_model or "")
+        outcome = await self.api.caller.call(
+            record, [route], path, {}, max_attempts=options.max_attempts, stream=False,
+            build=lambda provider, _: provider.forward(method, path, query, {"accept": "application/json"}, b""),
+        )
+        status = outcome.response.status_code
+        if action == "delete" and status == 200:
+            self.api.responses.forget(response_id)
             _note_deleted(record)
-        return self._send(record, response.status_code, body, passthrough_headers(response.headers))
+        headers = passthrough_headers(outcome.response.headers)
+        if status >= 400 and len(record.attempts) > 1:
+            headers["x-should-retry"] = "false"
+        return self._send(record, status, outcome.body or b"", headers)
 
     def _answer_from_log(self, request: Request, record: CallRecord, action: str, known: KnownResponse) -> Response:
         if action == "retrieve":
