@@ -305,6 +305,8 @@ class ProxyAPI:
     def submit(self, record: CallRecord) -> None:
         """Hand a finished record to the recorder; a new Responses API response is remembered too."""
         if record.endpoint == "responses":
+            if record.attempts and not self.caller.providers[record.attempts[-1].provider].config.responses:
+                record.notes.append(f"translated to chat/completions: `{record.provider}` has no Responses API")
             self.responses.remember(record)
         self.recorder.submit(record)
 

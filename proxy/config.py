@@ -122,7 +122,8 @@ def load_settings(
     config = _read_toml(config_file) if config_file else {}
     providers = _builtin_providers(env)
     for name, table in config.get("providers", {}).items():
-        providers[name] = _configured_provider(name, table, env)
+        builtin = providers.get(name)
+        providers[name] = _configured_provider(name, table, env, builtin.responses if builtin else True)
     server = config.get("server", {})
     unknown = set(server) - {"max_body_bytes", "cors_allow_origins"}
     if unknown:
@@ -172,6 +173,7 @@ def _builtin_providers(env: Mapping[str, str]) -> dict[str, ProviderConfig]:
             kind="openai",
             base_url=env.get("HYPERBOLIC_ENDPOINT") or DEFAULT_HYPERBOLIC_ENDPOINT,
             api_key=env.get("HYPERBOLIC_API_KEY") or None,
+            responses=False,  # Hyperbolic serves chat/completions and completions only
         ),
         "mock": ProviderConfig(name="mock", kind="mock", base_url="mock:///", default_model="echo"),
     }
@@ -180,7 +182,10 @@ def _builtin_providers(env: Mapping[str, str]) -> dict[str, ProviderConfig]:
     return providers
 
 
-def _configured_provider(name: str, table: Mapping[str, Any], env: Mapping[str, str]) -> ProviderConfig:
+def _configured_provider(
+    name: str, table: Mapping[str, Any], env: Mapping[str, str], responses: bool = True
+) -> ProviderConfig:
+    """`responses` is the default of the `responses` key: a table replacing a built-in keeps the built-in's."""
     if "/" in name:
         raise ConfigError(f"provider name {name!r} may not contain '/'")
     kind = table.get("kind", "openai")
@@ -196,6 +201,9 @@ def _configured_provider(name: str, table: Mapping[str, Any], env: Mapping[str, 
             f"provider {name!r}: its key is missing: set api_key_env to a variable holding "
             "the key, or no_key = true for a server that needs none"
         )
+    responses = table.get("responses", responses)
+    if not isinstance(responses, bool):
+        raise ConfigError(f"provider {name!r}: responses must be true or false")
     return ProviderConfig(
         name=name,
         kind=kind,
@@ -204,6 +212,7 @@ def _configured_provider(name: str, table: Mapping[str, Any], env: Mapping[str, 
         api_version=table.get("api_version", DEFAULT_AZURE_API_VERSION if kind == "azure" else None),
         default_model=table.get("default_model"),
         price_provider=table.get("price_provider"),
+        responses=responses,
     )
 
 

@@ -38,6 +38,11 @@ TOOL_ARGUMENTS = {"city": "Paris"}
 _ids = itertools.count(1)
 
 
+def tool_result_answer(output: Any) -> str:
+    """The text a `tool-call-*` model answers once it has the tool's output (here and on chat paths)."""
+    return f"Fake answer after the tool said: {output}"
+
+
 def answer_items(body: dict[str, Any], kind: str, text: str, number: int) -> list[dict[str, Any]]:
     """The output items for a model mode (see the module docstring)."""
     value = body.get("input")
@@ -47,7 +52,7 @@ def answer_items(body: dict[str, Any], kind: str, text: str, number: int) -> lis
         return [{"id": f"fc_fake{number}", "type": "function_call", "status": "completed", "call_id": f"call_fake{number}",
                  "name": tools[0]["name"], "arguments": orjson.dumps(TOOL_ARGUMENTS).decode()}]
     if last.get("type") == "function_call_output":
-        text = f"Fake answer after the tool said: {last.get('output')}"
+        text = tool_result_answer(last.get("output"))
     elif kind.startswith("json"):
         text = orjson.dumps(FAKE_JSON).decode()
     return [{"id": f"msg_fake{number}", "type": "message", "status": "completed", "role": "assistant",

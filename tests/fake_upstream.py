@@ -26,8 +26,11 @@ path segment of the model counts, so `meta-llama/no-usage-x` behaves like `no-us
     stall-stream-*    streams STALL_AFTER events, then goes silent with the connection open
     cut-stream-*      streams CUT_AFTER chunks, then drops the connection
     no-usage-*        never reports usage (Hyperbolic's quirk), streamed or not
-    tool-call-*       (chat) calls the tool TOOL_CALL instead of answering in text; streamed, the
-                      call's id, type and name come first, then its arguments in pieces
+    tool-call-*       (chat) calls the tool TOOL_CALL instead of answering in text, under the name
+                      of the request's first tool when it offers one; streamed, the call's id,
+                      type and name come first, then its arguments in pieces. Once the last
+                      message is a tool result, a text answer quoting it (`tool_result_answer`)
+    json-*            (chat) answers fake_responses.FAKE_JSON as its text, streamed or not
     anything else     a canned answer that quotes the last user message, with `usage`
 
 The "once"/"twice" modes count calls per full model name (the deployment on Azure
@@ -77,7 +80,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 import uvicorn
-from fake_responses import StoredResponses, last_user_text, response_object
+from fake_responses import FAKE_JSON, StoredResponses, last_user_text, response_object, tool_result_answer
 from fake_responses import stream_events as response_stream_events
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -335,19 +338,26 @@ class FakeUpstream:
             return self._responses(recorded, body, model, kind, headers)
         if endpoint == "chat/completions":
             text = chat_answer(last_user_message(body.get("messages")))
+            if kind.startswith("json"):
+                text = orjson.dumps(FAKE_JSON).decode()
+            output = last_tool_output(body.get("messages"))
+            if kind.startswith("tool-call") and output is not None:
+                text = tool_result_answer(output)
         else:
             prompt = body.get("prompt")
             text = completion_answer(prompt if isinstance(prompt, str) else " ".join(map(str, prompt or [])))
+            output = None
         with_usage = not kind.startswith("no-usage")
-        tool = endpoint == "chat/completions" and kind.startswith("tool-call")
+        tool = endpoint == "chat/completions" and kind.startswith("tool-call") and output is None
+        name = first_tool_name(body) or TOOL_CALL["function"]["name"]
         if not body.get("stream"):
-            answer = tool_call_completion(model) if tool else completion(endpoint, model, text, with_usage)
+            answer = tool_call_completion(model, name) if tool else completion(endpoint, model, text, with_usage)
             return JSONResponse(answer, headers=headers)
         include_usage = with_usage and isinstance(stream_options, dict) and stream_options.get("include_usage") is True
         if kind.startswith("slow-stream"):
             text = slow_answer()
         if tool:
-            events = tool_call_events(model, include_usage)
+            events = tool_call_events(model, include_usage, name)
         else:
             events = stream_events(endpoint, model, text, include_usage, azure_first=bool(azure))
         cut = kind.startswith("cut-stream")
@@ -524,6 +534,23 @@ def last_user_message(messages: Any) -> str:
     return ""
 
 
+def last_tool_output(messages: Any) -> str | None:
+    """The content of the last chat message when it is a tool result."""
+    last = messages[-1] if isinstance(messages, list) and messages else None
+    if isinstance(last, dict) and last.get("role") == "tool":
+        return str(last.get("content"))
+    return None
+
+
+def first_tool_name(body: dict[str, Any]) -> str | None:
+    """The name of the first function in a chat body's `tools`."""
+    tools = body.get("tools")
+    if isinstance(tools, list) and tools and isinstance(tools[0], dict):
+        name = (tools[0].get("function") or {}).get("name")
+        return name if isinstance(name, str) else None
+    return None
+
+
 def error(
     status: int,
     message: str,
@@ -556,22 +583,24 @@ def completion(endpoint: str, model: str, text: str, with_usage: bool) -> dict[s
     return answer
 
 
-def tool_call_completion(model: str) -> dict[str, Any]:
-    """A chat answer that is TOOL_CALL and no text."""
+def tool_call_completion(model: str, name: str = TOOL_CALL["function"]["name"]) -> dict[str, Any]:
+    """A chat answer that is TOOL_CALL (of the function `name`) and no text."""
     answer = completion("chat/completions", model, "", with_usage=True)
-    message = {"role": "assistant", "content": None, "tool_calls": [TOOL_CALL]}
+    call = {**TOOL_CALL, "function": {**TOOL_CALL["function"], "name": name}}
+    message = {"role": "assistant", "content": None, "tool_calls": [call]}
     answer["choices"][0] |= {"finish_reason": "tool_calls", "message": message}
     return answer
 
 
-def tool_call_events(model: str, include_usage: bool) -> list[dict[str, Any]]:
+def tool_call_events(
+    model: str, include_usage: bool, name: str = TOOL_CALL["function"]["name"]
+) -> list[dict[str, Any]]:
     """TOOL_CALL streamed as OpenAI streams it: id, type and name in the first delta, then the arguments."""
     envelope = {"id": "chatcmpl-fake-tool", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model}
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {**envelope, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
 
-    name = TOOL_CALL["function"]["name"]
     first = {"index": 0, "id": TOOL_CALL["id"], "type": "function", "function": {"name": name, "arguments": ""}}
     events = [chunk({"role": "assistant", "content": None, "tool_calls": [first]})]
     arguments = TOOL_CALL["function"]["arguments"]

@@ -9,6 +9,7 @@ tools are offered, and answers (quoting the tool's result) once the tool has spo
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from openai import AsyncOpenAI, OpenAI
@@ -121,6 +122,22 @@ def test_previous_response_id_on_the_mock_is_rebuilt_from_the_log(proxy):
     with pytest.raises(Exception) as gone:
         client.responses.create(model="mock/echo", input="?", previous_response_id=first.id)
     assert "not found" in str(gone.value)
+
+
+def test_parse_and_a_tool_round_trip_with_the_sdk_on_the_mock(proxy):
+    client = OpenAI(base_url=proxy.v1, api_key="sk-sdk", max_retries=0)
+    parsed = client.responses.parse(model="mock/echo", input="Weather in Lima?", text_format=Weather)
+    assert isinstance(parsed.output_parsed, Weather)
+    tool = {"type": "function", "name": "lookup", "parameters": {
+        "type": "object", "properties": {"topic": {"type": "string"}}, "required": ["topic"], "additionalProperties": False}}
+    first = client.responses.create(model="mock/echo", input="Look up otters", tools=[tool], tool_choice="required")
+    [call] = [item for item in first.output if item.type == "function_call"]
+    assert call.name == "lookup" and isinstance(json.loads(call.arguments)["topic"], str)
+    second = client.responses.create(
+        model="mock/echo", tools=[tool], previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "otters hold hands"}],
+    )
+    assert "otters hold hands" in second.output_text
 
 
 def test_async_streaming_responses_on_the_mock(proxy):

@@ -16,6 +16,8 @@ import pytest
 from openai import AsyncOpenAI, AzureOpenAI, OpenAI
 from pydantic import BaseModel
 
+from proxy.pricing import Pricer
+
 from conftest import HEX32, assert_error_shape, fake_key, loads, provider_env, unique
 from fake_responses import FAKE_JSON, RESPONSES_USAGE, TOOL_ARGUMENTS
 from fake_upstream import SLOW_CHUNKS, chat_answer, slow_answer
@@ -66,6 +68,11 @@ def test_create_round_trip_and_the_row(proxy, client, upstream):
     metadata = loads(row["metadata"])
     assert metadata["response_id"] == response.id
     assert metadata["cached_tokens"] == 5 and metadata["reasoning_tokens"] == 2
+    # priced like chat, the cached input tokens at the cached price
+    as_chat = {"prompt_tokens": 21, "completion_tokens": 9, "prompt_tokens_details": {"cached_tokens": 5}}
+    expected, _ = Pricer().cost("openai", ["gpt-4o-mini"], as_chat)
+    uncached, _ = Pricer().cost("openai", ["gpt-4o-mini"], {**as_chat, "prompt_tokens_details": {}})
+    assert row["cost_usd"] == pytest.approx(expected) and expected < uncached
     assert row["stream"] == 0 and row["status_code"] == 200
     assert loads(row["response_json"])["id"] == response.id
     attempts = proxy.log.attempts(request_id)

@@ -6,12 +6,18 @@ from ..config import Settings
 from .azure import AzureProvider
 from .base import ENDPOINTS, Provider
 from .mock import MockProvider
+from .translated import TranslatingProvider
 
 _ADAPTERS: dict[str, type[Provider]] = {"openai": Provider, "azure": AzureProvider, "mock": MockProvider}
 
 
 def build_providers(settings: Settings) -> dict[str, Provider]:
-    return {name: _ADAPTERS[config.kind](config) for name, config in settings.providers.items()}
+    """One adapter per provider; those without a Responses API get their `responses` calls translated."""
+    providers = {}
+    for name, config in settings.providers.items():
+        provider = _ADAPTERS[config.kind](config)
+        providers[name] = provider if config.responses else TranslatingProvider(provider)
+    return providers
 
 
-__all__ = ["ENDPOINTS", "Provider", "AzureProvider", "MockProvider", "build_providers"]
+__all__ = ["ENDPOINTS", "Provider", "AzureProvider", "MockProvider", "TranslatingProvider", "build_providers"]

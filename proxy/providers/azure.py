@@ -1,4 +1,8 @@
-"""Azure OpenAI: deployments in the URL path, `api-version` in the query, the key in `api-key`."""
+"""Azure OpenAI: deployments in the URL path, `api-version` in the query, the key in `api-key`.
+
+The Responses API lives on Azure's v1 surface instead, `{endpoint}/openai/v1/responses`: the
+deployment is the body's `model` and no `api-version` is sent (Azure's v1 API has none).
+"""
 
 from __future__ import annotations
 

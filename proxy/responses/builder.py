@@ -129,6 +129,8 @@ class ResponseBuilder:
         """Close every open item and end with `response.completed` (or `.incomplete` with its reason)."""
         out = self._close_message() + self._close_calls()
         self.usage = usage
+        if not self.events:  # a whole answer: the caller takes `response()` itself
+            return out
         return out + self._emit({"type": FINAL_EVENTS[status], "response": self.response(status, reason)})
 
     def fail(self, message: str, code: str | None = None) -> list[bytes]:
