@@ -1,4 +1,4 @@
-"""The processes of a bench run: starting, pinning, waiting for, measuring and stopping them.
+"""The processes of a bench run (starting, pinning, waiting for, measuring, stopping) and its machine.
 
 The proxy under test is pinned to core `PROXY_CPU`; the fake upstream, wrk, the Python
 clients and the harness to `LOAD_CPU` (when taskset exists and there are two cores).
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import shutil
 import signal
 import socket
@@ -17,8 +18,10 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 PY = sys.executable
+ROOT = Path(__file__).resolve().parent.parent
 PROXY_CPU, LOAD_CPU = "0", "1"
 #: Environment variables the proxy reads; never inherited from the caller's shell.
 STRIPPED_PREFIXES = ("OPENAI_", "AZURE_", "HYPERBOLIC_", "DATABASE_URL", "PANEL_", "STUDY_", "LITELLM_")
@@ -150,3 +153,43 @@ def settle(pids: list[int], timeout: float = 60.0, window: float = 0.25, idle_cp
         if not busy:
             break
     return time.monotonic() - start
+
+
+def cpu_counters() -> list[int]:
+    """The machine's CPU time counters: /proc/stat's `cpu` line (user nice system idle iowait irq softirq steal …)."""
+    with contextlib.suppress(OSError):
+        return [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return []
+
+
+def machine_info() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem = ""
+    with contextlib.suppress(OSError):
+        mem = Path("/proc/meminfo").read_text().splitlines()[0].split(":", 1)[1].strip()
+    wrk_version = ""
+    with contextlib.suppress(Exception):
+        wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.splitlines()[0].split(" Copyright")[0].strip()
+    commit = ""
+    with contextlib.suppress(Exception):
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "proxy"], capture_output=True, text=True).stdout.strip()
+        if dirty:
+            commit += " + uncommitted changes in proxy/"
+    packages = {}
+    for name in ("uvicorn", "uvloop", "httptools", "starlette", "aiohttp", "sqlalchemy", "aiosqlite", "orjson"):
+        with contextlib.suppress(Exception):
+            import importlib.metadata as md
+
+            packages[name] = md.version(name)
+    return {
+        "cpu": model, "cores": os.cpu_count(), "memory": mem, "kernel": platform.release(),
+        "python": platform.python_version(), "wrk": wrk_version, "loadavg_at_start": os.getloadavg(),
+        "pinning": "proxy under test on core 0; fake upstream, wrk, Python clients and the harness on core 1" if PINNING else "none (taskset missing or 1 core)",
+        "commit": commit, "packages": packages,
+    }

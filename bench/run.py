@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -41,7 +40,8 @@ sys.path.insert(0, str(BENCH))
 import scenario_responses  # noqa: E402
 from measure import WrkBackground, med, rotate, sequential, streaming, wrk, wrk_rounds  # noqa: E402
 from procs import (  # noqa: E402
-    LOAD_CPU, PINNING, PROXY_CPU, PY, Process, clean_env, free_port, log, pinned, rss_kib, settle, wait_http,
+    LOAD_CPU, PINNING, PROXY_CPU, PY, Process, clean_env, cpu_counters, free_port, log, machine_info, pinned, rss_kib,
+    settle, wait_http,
 )
 from servers import LiteLLM, OurProxy, Upstream  # noqa: E402
 from targets import STREAM_CHUNKS, STREAM_GAP_MS, Leg, Target, direct_target, legs  # noqa: E402
@@ -427,46 +427,6 @@ class Bench:
             for f in self.tmp.glob("*.log"):
                 shutil.copy(f, logs / f.name)
             shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def cpu_counters() -> list[int]:
-    """The machine's CPU time counters: /proc/stat's `cpu` line (user nice system idle iowait irq softirq steal …)."""
-    with contextlib.suppress(OSError):
-        return [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return []
-
-
-def machine_info() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    mem = ""
-    with contextlib.suppress(OSError):
-        mem = Path("/proc/meminfo").read_text().splitlines()[0].split(":", 1)[1].strip()
-    wrk_version = ""
-    with contextlib.suppress(Exception):
-        wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.splitlines()[0].split(" Copyright")[0].strip()
-    commit = ""
-    with contextlib.suppress(Exception):
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "proxy"], capture_output=True, text=True).stdout.strip()
-        if dirty:
-            commit += " + uncommitted changes in proxy/"
-    packages = {}
-    for name in ("uvicorn", "uvloop", "httptools", "starlette", "aiohttp", "sqlalchemy", "aiosqlite", "orjson"):
-        with contextlib.suppress(Exception):
-            import importlib.metadata as md
-
-            packages[name] = md.version(name)
-    return {
-        "cpu": model, "cores": os.cpu_count(), "memory": mem, "kernel": platform.release(),
-        "python": platform.python_version(), "wrk": wrk_version, "loadavg_at_start": os.getloadavg(),
-        "pinning": "proxy under test on core 0; fake upstream, wrk, Python clients and the harness on core 1" if PINNING else "none (taskset missing or 1 core)",
-        "commit": commit, "packages": packages,
-    }
 
 
 def main(argv: list[str] | None = None) -> int:

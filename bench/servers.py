@@ -17,11 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from procs import LOAD_CPU, PINNING, PROXY_CPU, PY, Process, clean_env, cpu_seconds, free_port, http_get, pinned, rss_kib, wait_http
+from procs import (
+    LOAD_CPU, PINNING, PROXY_CPU, PY, ROOT, Process, clean_env, cpu_seconds, free_port, http_get, pinned, rss_kib, wait_http,
+)
 from targets import STREAM_CHUNKS, STREAM_GAP_MS, Target
 
 BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
 LITELLM_VENV = BENCH / ".venv-litellm"
 LITELLM_CONFIG = BENCH / "litellm" / "config.yaml"
 LITELLM_PIN = "1.106.12"
