@@ -51,7 +51,8 @@ export async function listModels() {
 export async function findRow(requestId) {
   const query = new URLSearchParams({ request_id: requestId, _shape: "objects" });
   for (const wait of ROW_WAITS_MS) {
-    const response = await fetch(`${UI}log/inference_runs.json?${query}`, { headers: authHeaders() });
+    // no-store: Datasette lets browsers keep its answers for a few seconds, and an early "no row yet" would stick
+    const response = await fetch(`${UI}log/inference_runs.json?${query}`, { headers: authHeaders(), cache: "no-store" });
     if (response.status === 404) return null;
     if (response.ok) {
       const rows = (await response.json()).rows || [];

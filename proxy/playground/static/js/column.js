@@ -28,17 +28,27 @@ function milliseconds(value) {
 
 function dollars(value) {
   if (value === null || value === undefined) return "no price known";
+  if (value === 0) return "$0";
   return value >= 1 ? `$${value.toFixed(2)}` : `$${value.toFixed(6)}`;
 }
 
-/** `metadata.preprocess` in words: "pii: EMAIL 1, PHONE 2 · truncate: 1". */
-function preprocessed(metadata) {
-  let steps;
+function parsed(json) {
   try {
-    steps = JSON.parse(metadata || "{}").preprocess;
+    return JSON.parse(json || "null");
   } catch {
-    steps = null;
+    return null;
   }
+}
+
+/** The last user message of a logged chat request: what the model got, after preprocessing. */
+function lastUserText(requestJson) {
+  const messages = parsed(requestJson)?.messages || [];
+  const last = messages.filter((message) => message?.role === "user").pop();
+  return typeof last?.content === "string" ? last.content : null;
+}
+
+/** `metadata.preprocess` in words: "pii: EMAIL 1, PHONE 2 · truncate: 1". */
+function preprocessed(steps) {
   if (!steps) return "—";
   return Object.entries(steps).map(([name, done]) => {
     if (typeof done !== "object") return `${name}: ${done}`;
@@ -161,6 +171,12 @@ export class Column {
     this.figures.latency.textContent = milliseconds(row.latency_ms);
     if (row.ttft_ms !== null) this.figures.ttft.textContent = milliseconds(row.ttft_ms);
     this.figures.cost.textContent = row.status_code === 200 ? dollars(row.cost_usd) : "—";
-    this.figures.preprocess.textContent = preprocessed(row.metadata);
+    const steps = parsed(row.metadata)?.preprocess;
+    this.figures.preprocess.textContent = preprocessed(steps);
+    const sent = steps ? lastUserText(row.request_json) : null;
+    if (sent !== null && sent !== this.asked.textContent) {
+      this.asked.textContent = sent;  // what the model got: the log never holds what a step removed
+      this.asked.title = "as sent, after preprocessing";
+    }
   }
 }
