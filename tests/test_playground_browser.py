@@ -151,6 +151,22 @@ def test_an_upstream_error_shows_in_its_own_column(page, proxy):
     assert row["status_code"] == 400
 
 
+def test_stop_cuts_the_answers_short(page, proxy, upstream):
+    page.open(models="openai/slow-stream-a", prompt="Go on and on")
+    page.find("run").click()
+    page.wait(lambda: page.columns()[0]["answer"], "the first words")
+    page.find("stop").click()
+    assert page.wait_turn(1) == "Turn 1: 0 answered, 1 failed."
+    column = page.columns()[0]
+    assert column["error"] == "Stopped before the answer was complete."
+    assert 0 < len(column["answer"]) < len(slow_answer())  # what had come stays on screen
+    row = proxy.log.wait_row(page.meta("openai/slow-stream-a")["request_id"])
+    assert row["error"] == "client_disconnected"
+    page.ask("Again", 2)  # the page goes on: the stopped turn is not part of the history
+    assert page.columns()[0]["state"] == "done"
+    assert upstream.calls("slow-stream-a")[-1].json["messages"] == [{"role": "user", "content": "Again"}]
+
+
 def test_query_parameters_prefill_the_page(page, upstream):
     page.open(models="mock/echo,openai/fake-model", prompt="Hello  world", system="Be terse.",
               preprocess="whitespace,pii,truncate=50,template=brief", temperature="0.3", max_tokens="64")
