@@ -147,7 +147,7 @@ def test_a_bad_header_is_a_400_with_a_row(proxy, client, upstream, header, words
             model="openai/fake-model", messages=[{"role": "user", "content": f"mail {SECRET_MAIL}"}],
             extra_headers={"X-Study-Preprocess": header},
         )
-    error = assert_error_shape(caught.value.body if "error" in caught.value.body else {"error": caught.value.body})
+    error = assert_error_shape(caught.value.response.json())
     assert error["param"] == "X-Study-Preprocess" and error["code"] == "invalid_header"
     assert words in error["message"]
     assert upstream.count() == 0

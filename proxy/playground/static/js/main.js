@@ -50,6 +50,7 @@ function askForKey(why) {
       resolve();
     };
     keyForm.addEventListener("submit", submit);
+    dialog.oncancel = (event) => event.preventDefault();  // Escape: without a key nothing here works
     if (!dialog.open) dialog.showModal();
     input.focus();
   });
