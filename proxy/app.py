@@ -70,6 +70,10 @@ def create_app(settings: Settings) -> ProxyApp:
 
         datasette = create_datasette(store.path, base_url="/ui/")
         routes.append(Mount("/ui", app=datasette.app()))
+    if settings.ui:
+        from .playground import playground_app
+
+        routes.append(Mount("/playground", app=playground_app()))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
