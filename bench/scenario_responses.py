@@ -57,7 +57,7 @@ def run(bench: Bench) -> None:
                          "ours_rows": bench.finish_ours(ours, m.completed_ours)}
     for name, v in m.targets.items():
         added = f", added p50 {v['added_p50_ms']:.3f} / p99 {v['added_p99_ms']:.3f} ms" if "added_p50_ms" in v else ""
-        added += "".join(f", − {LABEL[b]} p50 {v[f'minus_{b}_p50_ms']:.3f} ms" for n, b, _ in DIFFERENCES if n == name and f"minus_{b}_p50_ms" in v)
+        added += "".join(f", {h} p50 {v[f'minus_{b}_p50_ms']:.3f} ms" for n, b, h in DIFFERENCES if n == name and f"minus_{b}_p50_ms" in v)
         log(f"  {LABEL[name]:17} p50 {v['p50_ms']:.3f} ms, p99 {v['p99_ms']:.3f} ms{added}")
 
     ours = _start(bench, "f-streaming")
@@ -70,7 +70,7 @@ def run(bench: Bench) -> None:
                         "ours_rows": bench.finish_ours(ours, m.completed_ours)}
     for name, v in m.targets.items():
         added = f", added TTFT {v['added_ttft_p50_ms']:.3f} ms" if "added_ttft_p50_ms" in v else ""
-        added += "".join(f", − {LABEL[b]} {v[f'minus_{b}_ttft_p50_ms']:.3f} ms" for n, b, _ in DIFFERENCES
+        added += "".join(f", {h} {v[f'minus_{b}_ttft_p50_ms']:.3f} ms" for n, b, h in DIFFERENCES
                          if n == name and f"minus_{b}_ttft_p50_ms" in v)
         log(f"  {LABEL[name]:17} TTFT p50 {v['ttft_p50_ms']:.3f} ms, whole stream p50 {v['total_p50_ms']:.1f} ms{added}")
 
