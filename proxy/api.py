@@ -18,6 +18,7 @@ from .errors import ProxyError
 from .forward import Forwarder, endpoint_name, own_path_error
 from .metrics import Metrics
 from .models import ModelCatalogue
+from .preprocess.hook import Preprocessor
 from .providers import ENDPOINTS, Provider
 from .pricing import Pricer
 from .record import CallRecord
@@ -73,6 +74,7 @@ class ProxyAPI:
         self.router = Router(settings)
         self.caller = UpstreamCaller(providers, client, settings.retry)
         self.catalogue = ModelCatalogue(self.router, providers, client)
+        self.preprocessor = Preprocessor(settings.templates, settings.alias_preprocess)
         self.forwarder = Forwarder(self.router, self.caller, settings.default_provider, settings.max_body_bytes)
         self.recorder = recorder
         store = recorder.store
@@ -170,8 +172,10 @@ class ProxyAPI:
             record.client = authenticate(self.settings.client_keys, headers)
             options = parse_options(headers, self.settings.retry.max_attempts)
             record.study_metadata = study_metadata(headers)
+            steps = self.preprocessor.requested(headers)
             body = await read_body(request, headers, self.settings.max_body_bytes)
-            record.request_text = body.decode("utf-8", "replace")
+            # with preprocessing asked for, the log keeps the preprocessed body or none
+            record.request_text = None if steps else body.decode("utf-8", "replace")
             check_content_type(headers)
             decode_text(body)
             payload = record.payload = parse_payload(body)
@@ -180,6 +184,7 @@ class ProxyAPI:
             if azure and isinstance(asked, str):
                 asked = self._deployment_model(asked)
             record.model = asked if isinstance(asked, str) else None
+            payload = self.preprocessor.apply(record, endpoint, payload, record.model, steps)
             model = validate(endpoint, payload, asked)
             routes = self.router.resolve(model)
             upstream_payload = payload

@@ -76,6 +76,10 @@ def create_app(settings: Settings) -> ProxyApp:
             ui_path = ui_copy.path
         datasette = create_datasette(ui_path, base_url="/ui/")
         routes.append(Mount("/ui", app=datasette.app()))
+    if settings.ui:
+        from .playground import playground_app
+
+        routes.append(Mount("/playground", app=playground_app()))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     database.add_argument("--db", metavar="PATH", help="SQLite file for the log")
     database.add_argument("--database-url", metavar="URL", help="sqlite:///file.db or postgresql://… (default: $DATABASE_URL)")
     serve.add_argument("--config", metavar="FILE", help="TOML file with extra providers, aliases and proxy keys")
-    serve.add_argument("--no-ui", action="store_true", help="do not mount Datasette under /ui/")
+    serve.add_argument("--no-ui", action="store_true", help="do not mount Datasette under /ui/ nor the playground under /playground/")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     ui = commands.add_parser("ui", help="browse a log in Datasette (read-only)")
@@ -92,6 +92,8 @@ def serve(args: argparse.Namespace) -> int:
         print(f"Datasette UI:          {base}/ui/  (a copy of the log, refreshed every {copy.refresh:g}s: {copy.path})", flush=True)
     elif app.state.ui:
         print(f"Datasette UI:          {base}/ui/", flush=True)
+    if settings.ui:
+        print(f"Playground:            {base}/playground/", flush=True)
     print(f"Log:                   {display_url(settings.database_url)}", flush=True)
     tune_garbage_collector()
     uvicorn.run(

@@ -11,7 +11,7 @@ Datasette in the same process is left alone.
   `study` links to the study's answers side by side; `request_id` links a call to its upstream
   attempts and back.
 - `*_usd` numbers are shown as dollars ($0.000450); the JSON and CSV keep the raw number.
-- The start page (`index.html`) and `study_answers` get their extra variables here.
+- The start page (`index.html`), `study_answers` and `conversation` get their extra variables here.
 """
 
 from __future__ import annotations
@@ -128,6 +128,17 @@ group by study order by last_call desc limit 50
 """
 
 
+SESSIONS_SQL = """
+with recent as (
+  select session_id, model, created_at, tags from inference_runs
+  where session_id is not null order by created_at desc limit 5000
+)
+select session_id, count(*) as calls, count(distinct model) as models, max(created_at) as last_call,
+  max(coalesce(tags, '') like '%"playground"%') as playground
+from recent group by session_id order by last_call desc limit 30
+"""
+
+
 async def _start_page_vars(datasette: Datasette, request: Any) -> dict[str, Any]:
     actor = request.actor if request is not None else None
     queries = []
@@ -205,6 +216,16 @@ async def _studies(datasette: Datasette) -> list[dict[str, Any]]:
     return [dict(row) | {"url": url + "?" + urlencode({"study": row["study"]})} for row in result.rows]
 
 
+async def _sessions(datasette: Datasette) -> list[dict[str, Any]]:
+    """The latest sessions, for the conversation page without a session."""
+    try:
+        result = await datasette.execute(DATABASE, SESSIONS_SQL)
+    except Exception:  # noqa: BLE001 - a log without the table yet: no sessions to list
+        return []
+    url = datasette.urls.query(DATABASE, "conversation")
+    return [dict(row) | {"url": url + "?" + urlencode({"session": row["session_id"]})} for row in result.rows]
+
+
 def _since_error(request: Any) -> str | None:
     """What is wrong with the page's `since`, if anything (the SQL function matches no row then)."""
     from . import since_utc
@@ -229,6 +250,8 @@ def extra_template_vars(template: str, view_name: str, request: Any, datasette: 
             found |= await _start_page_vars(datasette, request)
         if template == f"query-{DATABASE}-study_answers.html":
             found["study_list"] = await _studies(datasette)
+        if template == f"query-{DATABASE}-conversation.html":
+            found["conversation_list"] = await _sessions(datasette)
         return found
 
     return extra()
