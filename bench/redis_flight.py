@@ -41,7 +41,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import clients  # noqa: E402
-from run import LOAD_CPU, PINNING, PROXY_CPU, PY, ROOT, Process, Upstream, clean_env, free_port, pinned, wait_http  # noqa: E402
+from procs import LOAD_CPU, PINNING, PROXY_CPU, PY, ROOT, Process, clean_env, free_port, pinned, wait_http  # noqa: E402
+from servers import Upstream  # noqa: E402
 
 UPSTREAM_MS = 50
 FOLLOWER_GAP_S = 0.01

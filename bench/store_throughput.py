@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import (  # noqa: E402
-    LOAD_CPU, PINNING, PROXY_CPU, PY, ROOT, Process, Upstream, clean_env, free_port, http_get, pinned, wait_http, wrk,
-)
+from measure import wrk  # noqa: E402
+from procs import LOAD_CPU, PINNING, PROXY_CPU, PY, ROOT, Process, clean_env, free_port, http_get, pinned, wait_http  # noqa: E402
+from servers import Upstream  # noqa: E402
 
 CONNECTIONS = 32
 BODY = json.dumps({"model": "openai/bench-model", "max_tokens": 16,
