@@ -64,23 +64,39 @@ def create_app(settings: Settings) -> ProxyApp:
     client = UpstreamClient(settings.timeouts.connect, settings.timeouts.first_byte)
     api = ProxyAPI(settings, build_providers(settings), client, recorder)
     routes: list = api.routes()
-    datasette = None
-    if settings.ui and store.path is not None:
+    datasette = ui_copy = None
+    if settings.ui and (store.path is not None or store.dialect == "postgresql"):
         from analytics.datasette import create_datasette
 
-        datasette = create_datasette(store.path, base_url="/ui/")
+        ui_path = store.path
+        if ui_path is None:  # PostgreSQL: Datasette serves a SQLite copy, refreshed in the background
+            from analytics.ui_copy import UICopy
+
+            ui_copy = UICopy(settings.database_url, settings.ui_copy)
+            ui_path = ui_copy.path
+        datasette = create_datasette(ui_path, base_url="/ui/")
         routes.append(Mount("/ui", app=datasette.app()))
+    if settings.ui:
+        from .playground import playground_app
+
+        routes.append(Mount("/playground", app=playground_app()))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await recorder.start()  # migrates the log, replays any spool left by an earlier run
+        await api.start()  # Redis (when configured) and the metrics' publisher
+        if ui_copy is not None:
+            await ui_copy.start()
         if datasette is not None:
             await datasette.invoke_startup()
         try:
             yield
         finally:
             await client.aclose()
+            if ui_copy is not None:
+                await ui_copy.aclose()
             await recorder.stop()
+            await api.aclose()  # after the recorder: the metrics' last publish has its final counts
             await store.dispose()
 
     options: dict[str, Any] = {
@@ -91,6 +107,7 @@ def create_app(settings: Settings) -> ProxyApp:
     else:
         app = ProxyApp(api, **options)
     app.state.ui = datasette is not None
+    app.state.ui_copy = ui_copy
     return app
 
 
