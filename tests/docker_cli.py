@@ -24,8 +24,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 BASE_IMAGE = "study-query-llm-base:bookworm"
 #: Variables that docker-compose.yml reads (and compose's own).
 COMPOSE_VARIABLES = ("COMPOSE_", "DATABASE_URL", "REDIS_URL", "PUBLISH_", "POSTGRES_", "PROXY_IMAGE", "REDIS_IMAGE")
-#: The base's Python: the host's wheels must be built for it.
-BASE_PYTHON = (3, 11)
 
 
 def cache_dir() -> Path:
@@ -117,17 +115,36 @@ def stage_context(destination: Path) -> Path:
     return destination
 
 
-def make_wheels(context: Path) -> None:
-    """`pip wheel . -w wheels` in the context: from the cached wheels when they have everything
-    (no network), else from the package index, whose new wheels then join the cache. The build
-    system's own requirements are made into wheels too, so that the project builds offline next time."""
-    assert sys.version_info[:2] == BASE_PYTHON, (
-        f"the wheels are built by this Python ({sys.version.split()[0]}) for the base's "
-        f"{'.'.join(map(str, BASE_PYTHON))}: run the container tests with Python 3.11")
+def python_of(base: str) -> str:
+    """The full version of the base image's python3, e.g. `3.11.2`."""
+    return docker("run", "--rm", "--entrypoint", "python3", base, "-c",
+                  "import platform; print(platform.python_version())").stdout.strip()
+
+
+def wheel_maker(version: str) -> str:
+    """A Python of this machine with pip whose version is exactly `version`. Down to the micro
+    version: dependencies' markers differ there (redis needs async-timeout below 3.11.3)."""
+    candidates = dict.fromkeys(filter(None, (sys.executable, shutil.which("python3.11"), "/usr/bin/python3",
+                                             shutil.which("python3"))))
+    probe = "import platform, pip; print(platform.python_version())"
+    for python in candidates:
+        found = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60)
+        if found.returncode == 0 and found.stdout.strip() == version:
+            return python
+    pytest.fail(f"no Python {version} with pip on this machine (tried {', '.join(candidates)}) to make wheels "
+                "that the base image's Python installs")
+
+
+def make_wheels(context: Path, base: str) -> None:
+    """`pip wheel . -w wheels` in the context, by the base's Python version: from the cached
+    wheels when they have everything (no network), else from the package index, whose new wheels
+    then join the cache. The build system's own requirements are made into wheels too, so that
+    the project builds offline next time."""
     cache = cache_dir() / "wheels"
     wheels = context / "wheels"
     build_requires = tomllib.loads((context / "pyproject.toml").read_text())["build-system"]["requires"]
-    pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheels), str(context), *build_requires]
+    pip = [wheel_maker(python_of(base)), "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheels), str(context),
+           *build_requires]
     with locked(cache_dir() / "wheels.lock"):
         cache.mkdir(exist_ok=True)
         offline = subprocess.run([*pip, "--no-index", "--find-links", str(cache)], capture_output=True, text=True,

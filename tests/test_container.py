@@ -42,10 +42,15 @@ KEPT_OUT = (
 
 
 @pytest.fixture(scope="module")
-def context(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def base() -> str:
+    return base_image()
+
+
+@pytest.fixture(scope="module")
+def context(tmp_path_factory: pytest.TempPathFactory, base: str) -> Path:
     """The build context: the tree's files, wheels/, and the files that .dockerignore must keep out."""
     context = stage_context(tmp_path_factory.mktemp("context"))
-    make_wheels(context)
+    make_wheels(context, base)
     for name in KEPT_OUT:
         path = context / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,9 +59,9 @@ def context(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def images(context: Path) -> Iterator[tuple[str, str]]:
+def images(context: Path, base: str) -> Iterator[tuple[str, str]]:
     """The image and its build stage."""
-    tags = build_image(context, base_image())
+    tags = build_image(context, base)
     yield tags
     docker("rmi", *tags, check=False)
 
