@@ -128,7 +128,7 @@ class OurProxy:
         if self.crashed is None and code not in (0, None, -signal.SIGTERM):
             self.crashed = f"exit status {code} after SIGTERM"
         account = count_rows(self.db)
-        spool = Path(str(self.db) + ".spool.jsonl")
+        journal = Path(str(self.db) + ".journal")  # rows a graceful stop could not write wait there
         result = {
             "completed_by_clients": completed,
             "rows": account["rows"],
@@ -139,7 +139,7 @@ class OurProxy:
             "rows_extra": max(0, account["rows"] - completed),
             "by_status": account["by_status"],
             "by_cache": account["by_cache"],  # {"None": n} unless the proxy answered from a cache or merged requests
-            "spool_left": spool.exists() and spool.stat().st_size > 0,
+            "spool_left": journal.is_dir() and any(journal.iterdir()),
             "recorder": {k: health.get(k) for k in ("written", "spooled", "lost", "refused", "degraded", "drain_s", "drain_timeout") if k in health},
             "rss_kib_at_end": rss,
             "exit_code": code,

@@ -137,9 +137,8 @@ class ProxyAPI:
         return JSONResponse(body)
 
     async def healthz(self, request: Request) -> Response:
-        stats = self.recorder.stats()
-        status = "degraded" if stats["degraded"] or stats["lost"] else "ok"
-        return JSONResponse({"status": status, "log": stats})
+        status_code, body = self.recorder.health()
+        return JSONResponse(body, status_code)
 
     async def forward(self, request: Request) -> Response:
         """Any other `/v1/…` call, passed on to the routed provider with a row (proxy/forward.py);

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.types import Receive, Scope, Send
 
-from .api import ENDPOINTS, ProxyAPI
+from .api import API_PREFIXES, ENDPOINTS, ProxyAPI
 from .config import Settings
 from .cors import with_cors
 from .errors import ProxyError
@@ -21,6 +21,10 @@ from .providers import build_providers
 from .recorder import Recorder
 from .store import Store
 from .upstream import UpstreamClient
+
+
+#: The paths of calls that get a row: refused with 503 while no row can be kept.
+API_PATHS = tuple(prefix + "/" for prefix in API_PREFIXES)
 
 
 class ProxyApp(Starlette):
@@ -37,7 +41,16 @@ class ProxyApp(Starlette):
         self.direct = {f"/v1/{endpoint}": endpoint for endpoint in ENDPOINTS}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = self.direct.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        recorder = self.api.recorder
+        if not recorder.accepting and scope["path"].startswith(API_PATHS):
+            await log_unavailable(recorder)(scope, receive, send)
+            return
+        if recorder.waits_for_disk:  # durability "power": an answer leaves once its row is synced
+            send = recorder.durable_send(send)
+        endpoint = self.direct.get(scope["path"])
         if endpoint is not None and scope["method"] == "POST":
             scope["app"] = self
             response = await self.api.handle(Request(scope, receive), endpoint)
@@ -59,8 +72,10 @@ class CORSProxyApp(ProxyApp):
 
 
 def create_app(settings: Settings) -> ProxyApp:
-    store = Store(settings.database_url)
-    recorder = Recorder(store)
+    policy = settings.log
+    store = Store(settings.database_url, synchronous="FULL" if policy.durability == "power" else "NORMAL")
+    recorder = Recorder(store, durability=policy.durability, journal_dir=policy.journal_dir or None,
+                        memory_bytes=policy.memory_bytes, serve_unlogged=policy.serve_unlogged)
     client = UpstreamClient(settings.timeouts.connect, settings.timeouts.first_byte)
     api = ProxyAPI(settings, build_providers(settings), client, recorder)
     routes: list = api.routes()
@@ -83,7 +98,7 @@ def create_app(settings: Settings) -> ProxyApp:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await recorder.start()  # migrates the log, replays any spool left by an earlier run
+        await recorder.start()  # migrates the log, replays journals left by processes that died
         await api.start()  # Redis (when configured) and the metrics' publisher
         if ui_copy is not None:
             await ui_copy.start()
@@ -109,6 +124,18 @@ def create_app(settings: Settings) -> ProxyApp:
     app.state.ui = datasette is not None
     app.state.ui_copy = ui_copy
     return app
+
+
+def log_unavailable(recorder: Recorder) -> Response:
+    """The answer to a call that could not be logged: the journal and memory are both full."""
+    recorder.refused_calls += 1
+    error = ProxyError(
+        503,
+        "The proxy cannot record calls right now (its log database and journal both refuse rows), "
+        "so it does not serve them; try again shortly. /healthz says why.",
+        type="server_error", code="log_unavailable", headers={"retry-after": "2"},
+    )
+    return Response(error.json(), 503, headers=error.headers, media_type="application/json")
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:

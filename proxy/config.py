@@ -10,7 +10,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ DEFAULT_AZURE_API_VERSION = "2024-10-21"
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 #: A browser origin as a page sends it: scheme://host[:port], no path (checked after lower-casing).
 ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#\s]+")
+DURABILITY_MODES = ("process", "power", "none")
 
 
 class ConfigError(ValueError):
@@ -92,6 +93,16 @@ class UICopyPolicy:
 
 
 @dataclass(frozen=True)
+class LogPolicy:
+    """How the log keeps rows the database does not have yet (README: "Durability: what survives a crash")."""
+
+    durability: str = "process"  # "process", "power" or "none"; env STUDY_DURABILITY wins
+    memory_bytes: int = 64 * 1024 * 1024  # rows waiting in memory; past it, on disk only
+    serve_unlogged: bool = False  # when no row can be kept: serve anyway (rows lost) instead of 503
+    journal_dir: str = ""  # default: next to the SQLite file (`<db>.journal`), or ./study_query_llm.journal
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole configuration of one proxy process."""
 
@@ -115,6 +126,7 @@ class Settings:
     redis: RedisPolicy = RedisPolicy()
     ui_copy: UICopyPolicy = UICopyPolicy()
     metrics_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR: metrics summed across processes (proxy/metrics.py)
+    log: LogPolicy = LogPolicy()
 
     @property
     def default_provider(self) -> str:
@@ -180,6 +192,7 @@ def load_settings(
         "redis": _section(RedisPolicy, config.get("redis", {}), "redis"),
         "ui_copy": _section(UICopyPolicy, config.get("ui", {}), "ui"),
         "metrics_dir": env.get("PROMETHEUS_MULTIPROC_DIR") or None,
+        "log": _log_policy(config.get("log", {}), env),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)
@@ -344,6 +357,17 @@ def _cors_origins(from_env: str | None, from_file: Any) -> tuple[str, ...]:
                 "(no path, no trailing slash), or * for any origin"
             )
     return tuple(dict.fromkeys(origins))
+
+
+def _log_policy(table: Mapping[str, Any], env: Mapping[str, str]) -> LogPolicy:
+    """`[log]`, with `STUDY_DURABILITY` over its `durability`."""
+    policy = _section(LogPolicy, table, "log")
+    durability = env.get("STUDY_DURABILITY") or policy.durability
+    if durability not in DURABILITY_MODES:
+        raise ConfigError(f"durability must be one of {', '.join(DURABILITY_MODES)}, not {durability!r}")
+    if policy.memory_bytes <= 0:
+        raise ConfigError("[log] memory_bytes must be positive")
+    return replace(policy, durability=durability)
 
 
 def _client_keys(table: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, str]:

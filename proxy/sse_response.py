@@ -2,6 +2,8 @@
 
 Starlette's StreamingResponse may leave a generator unclosed when the client goes away
 mid-stream; this class owns the loop, so the row is written whichever way the stream ends.
+A stream that reaches its end is recorded before its last event is sent: a client that
+received the whole stream can count on its row (the journal has it, see proxy.recorder).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class RelayedStream:
         self.headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in {**headers, **STREAM_HEADERS}.items()]
         self._finished = False  # the last byte is on its way: a hang-up now changes nothing
         self._client_left = False
+        self._recorded = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         error: str | None = CLIENT_DISCONNECTED
@@ -112,14 +115,18 @@ class RelayedStream:
         finally:
             await chunks.aclose()
         self._finished = True
-        await send({"type": "http.response.body", "body": tail, "more_body": False})
         if error is None and relay.error is not None:
             error = str(relay.error.get("message") or relay.error)
+        self._record(error)  # before the last event leaves
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
         if error is None and sent is not None and self.on_complete is not None:
             self.on_complete(b"".join(sent) + tail, relay)
         return error
 
     def _record(self, error: str | None) -> None:
+        if self._recorded:
+            return
+        self._recorded = True
         record, relay = self.record, self.relay
         self.attempt.finish(200, error)
         record.answer = relay.assembled()

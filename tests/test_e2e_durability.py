@@ -1,5 +1,6 @@
-"""End to end: the real server keeps answering while its database is locked, spools the rows
-and writes every one of them once the lock is gone, also across a restart.
+"""End to end: the real server keeps answering while its database is locked, keeps the rows in its
+journal and writes every one of them once the lock is gone, also across a restart; when no row
+can be kept at all, it refuses calls with 503 `log_unavailable` and `/healthz` says so.
 
 The lock is real: a second SQLite connection holds `BEGIN IMMEDIATE` past the proxy's busy
 timeout (5 s). The mock provider answers in-process, so no key and no upstream are needed.
@@ -9,14 +10,14 @@ from __future__ import annotations
 
 import sqlite3
 import time
-import uuid
 
 import httpx
 import pytest
 
-from conftest import ProxyServer, start_proxy
+from conftest import ProxyServer, assert_error_shape, start_proxy
+from proxy.journal import Journal, read_lines
+from proxy.logrow import decode, render
 from proxy.record import CallRecord
-from proxy.spool import Spool
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -34,8 +35,17 @@ def ask(client: httpx.Client, text: str) -> str:
     return response.headers["x-study-request-id"]
 
 
-def spool_of(server: ProxyServer) -> Spool:
-    return Spool(server.directory / "log.db.spool.jsonl")
+def health(server: ProxyServer) -> tuple[int, dict]:
+    response = httpx.get(server.url + "/healthz", timeout=5)
+    return response.status_code, response.json()
+
+
+def journaled(server: ProxyServer) -> list[str]:
+    found = []
+    for path in sorted((server.directory / "log.db.journal").glob("*.jsonl")):
+        runs, _ = decode(read_lines(path, 0, None, 10**6)[0])
+        found += [run["request_id"] for run in runs]
+    return found
 
 
 def wait_for(condition, timeout: float, what: str) -> None:
@@ -57,9 +67,8 @@ def release(locker: sqlite3.Connection) -> None:
     locker.close()
 
 
-def test_a_locked_database_is_spooled_and_every_row_lands_once_released(proxy_factory):
+def test_a_locked_database_keeps_rows_in_the_journal_and_every_row_lands_once_released(proxy_factory):
     server = proxy_factory()
-    spool = spool_of(server)
     with httpx.Client(base_url=server.v1, timeout=10) as client:
         before = [ask(client, f"before {i}") for i in range(3)]
         for request_id in before:
@@ -69,19 +78,23 @@ def test_a_locked_database_is_spooled_and_every_row_lands_once_released(proxy_fa
         try:
             during = []
             deadline = time.monotonic() + 15
-            while not spool.exists():  # the writer waits out the busy timeout, then spools
+            while "database_unwritable" not in health(server)[1]["conditions"]:  # after the busy timeout
                 during.append(ask(client, f"during {len(during)}"))
-                assert time.monotonic() < deadline, "no spool file while the database was locked"
+                assert time.monotonic() < deadline, "/healthz did not say the database refuses writes"
                 time.sleep(0.1)
-            during += [ask(client, f"degraded {i}") for i in range(5)]  # straight to the spool
+            during += [ask(client, f"degraded {i}") for i in range(5)]
+            status_code, body = health(server)
+            assert status_code == 200 and body["status"] == "degraded", body
+            assert body["log"]["pending"] == len(during)
             assert server.log.count() == len(before)
+            assert set(during) <= set(journaled(server))  # on disk, safe from the death of the process
             assert server.output().count(DEGRADED) == 1, server.output()
         finally:
             release(locker)
 
         for request_id in before + during:
             server.log.wait_row(request_id, timeout=10)
-        wait_for(lambda: not spool.exists(), 5, "the spool was not removed after its replay")
+        wait_for(lambda: health(server)[1]["status"] == "ok", 5, "/healthz did not say ok again")
         after = ask(client, "after")
         server.log.wait_row(after)
 
@@ -90,11 +103,11 @@ def test_a_locked_database_is_spooled_and_every_row_lands_once_released(proxy_fa
     assert len(server.log.query("SELECT * FROM attempts")) == len(ids)
     output = server.output()
     assert output.count(DEGRADED) == 1 and output.count(RECOVERED) == 1, output
-    assert f"{len(during)} rows replayed" in output, output
     server.stop_ok()
+    assert list((server.directory / "log.db.journal").iterdir()) == []
 
 
-def test_shutdown_with_a_locked_database_spools_and_the_next_start_replays(proxy_factory):
+def test_shutdown_with_a_locked_database_leaves_the_journal_and_the_next_start_writes_it(proxy_factory):
     server = proxy_factory()
     with httpx.Client(base_url=server.v1, timeout=10) as client:
         first = ask(client, "first")
@@ -107,49 +120,83 @@ def test_shutdown_with_a_locked_database_spools_and_the_next_start_replays(proxy
             assert time.monotonic() - started < 12
         finally:
             release(locker)
-    assert spool_of(server).exists()
+    assert journaled(server)[-5:] == late
     assert [row["request_id"] for row in server.log.rows()] == [first]
+    assert "5 log rows wait in the journal" in server.output(), server.output()
 
     again = start_proxy(server.directory)
     try:
-        assert not spool_of(again).exists()  # replayed before the server answered /healthz
+        assert journaled(again) == []  # written before the server answered /healthz
         assert [row["request_id"] for row in again.log.rows()] == [first, *late]
-        assert "5 log rows left in the spool" in again.output(), again.output()
+        assert "wrote 5 log rows left in the journal" in again.output(), again.output()
     finally:
         again.stop_ok()
 
 
-def test_a_spool_left_by_an_earlier_run_is_replayed_on_start(tmp_path):
+def test_a_journal_left_by_a_dead_process_and_an_old_spool_are_written_on_start(tmp_path):
     directory = tmp_path / "proxy"
-    directory.mkdir()
-    spool = Spool(directory / "log.db.spool.jsonl")
+    dead = Journal(directory / "log.db.journal")
+    dead.open()
     left = []
     for i in range(4):
         record = CallRecord("chat/completions", model="mock/old", provider="mock", upstream_model="old")
         record.payload = {"model": "mock/old", "messages": [{"role": "user", "content": f"old {i}"}]}
         record.begin_attempt("mock", "/chat/completions").finish(200)
         record.finish(200)
-        run, attempts = record.rows()
-        spool.append([run], attempts)
+        dead.append(render(record).line)
         left.append(record.request_id)
-    spool.path.rename(spool.replaying_path)  # as a crash in the middle of a replay leaves it
-    spool.append(*_one_more(left))
+    dead.close()  # as the kernel closes a killed process's files: the lock is free, the rows stay
+    spooled = CallRecord("chat/completions", model="mock/old", provider="mock")
+    spooled.finish(200)
+    (directory / "log.db.spool.jsonl").write_bytes(render(spooled).line)  # an earlier version's spool
 
     server = start_proxy(directory)
     try:
-        assert not spool.exists()
+        assert journaled(server) == [] and not (directory / "log.db.spool.jsonl").exists()
         with httpx.Client(base_url=server.v1, timeout=10) as client:
             new = ask(client, "new")
         server.log.wait_row(new)
-        assert [row["request_id"] for row in server.log.rows()] == [*left, new]
+        assert sorted(row["request_id"] for row in server.log.rows()) == sorted([*left, spooled.request_id, new])
         assert len(server.log.attempts(left[0])) == 1
     finally:
         server.stop_ok()
 
 
-def _one_more(ids: list[str]) -> tuple[list[dict], list[dict]]:
-    record = CallRecord("chat/completions", request_id=uuid.uuid4().hex, model="mock/old", provider="mock")
-    record.finish(200)
-    ids.append(record.request_id)
-    run, attempts = record.rows()
-    return [run], attempts
+def test_with_no_place_for_rows_calls_get_503_log_unavailable_until_there_is_one(tmp_path):
+    directory = tmp_path / "proxy"
+    directory.mkdir()
+    (directory / "log.db.journal").write_text("a file where the journal directory should be")
+    server = start_proxy(directory, config="[log]\nmemory_bytes = 20000\n")
+    answered = []
+    try:
+        with httpx.Client(base_url=server.v1, timeout=10) as client:
+            answered.append(ask(client, "first"))
+            server.log.wait_row(answered[0])
+            locker = lock(server.db_path)
+            try:
+                refused = None
+                deadline = time.monotonic() + 20
+                while refused is None:
+                    assert time.monotonic() < deadline, "the proxy never refused a call"
+                    response = client.post("/chat/completions", json={"model": "mock/echo", "messages": [
+                        {"role": "user", "content": "x" * 2000}]})
+                    if response.status_code == 503:
+                        refused = response
+                    else:
+                        assert response.status_code == 200, response.text
+                        answered.append(response.headers["x-study-request-id"])
+                error = assert_error_shape(refused.json())
+                assert error["code"] == "log_unavailable" and error["type"] == "server_error"
+                status_code, body = health(server)
+                assert status_code == 503 and body["status"] == "refusing", body
+                assert {"journal_unwritable", "refusing_calls"} <= set(body["conditions"])  # the writer waits on the lock
+                assert body["log"]["lost"] == 0
+            finally:
+                release(locker)
+            wait_for(lambda: health(server)[0] == 200, 10, "/healthz did not come back to 200")
+            answered.append(ask(client, "after"))
+        for request_id in answered:
+            server.log.wait_row(request_id, timeout=10)
+        assert "refusing new calls" in server.output()
+    finally:
+        server.stop_ok()

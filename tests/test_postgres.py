@@ -25,7 +25,7 @@ def postgres_listening() -> bool:
 pytestmark = pytest.mark.skipif(not postgres_listening(), reason="no PostgreSQL on 127.0.0.1:5432")
 
 
-def test_migrate_and_record_on_postgres():
+def test_migrate_and_record_on_postgres(tmp_path):
     async def go():
         store = Store(POSTGRES_URL)
         await store.migrate()
@@ -35,7 +35,7 @@ def test_migrate_and_record_on_postgres():
         record.response_body = b'{"choices": [{"message": {"content": "yo"}}], "usage": {"total_tokens": 3}}'
         record.begin_attempt("mock", "/chat/completions").finish(200)
         record.finish(200)
-        recorder = Recorder(store)
+        recorder = Recorder(store, journal_dir=tmp_path / "journal")
         await recorder.start()
         recorder.submit(record)
         await recorder.stop()

@@ -29,11 +29,12 @@ def rows(path, sql="SELECT * FROM inference_runs ORDER BY id"):
     return [dict(r) for r in db.execute(sql)]
 
 
-def test_rows_are_written_in_batches_and_drained_on_stop(tmp_path):
+@pytest.mark.parametrize("durability", ["process", "power", "none"])
+def test_rows_are_written_in_batches_and_drained_on_stop(tmp_path, durability):
     async def go():
-        store = Store(str(tmp_path / "log.db"))
+        store = Store(str(tmp_path / "log.db"), synchronous="FULL" if durability == "power" else "NORMAL")
         await store.migrate()
-        recorder = Recorder(store, max_batch=100)
+        recorder = Recorder(store, durability=durability, max_batch=100)
         await recorder.start()
         for i in range(1234):
             recorder.submit(finished(i))
@@ -43,6 +44,8 @@ def test_rows_are_written_in_batches_and_drained_on_stop(tmp_path):
 
     recorder = asyncio.run(go())
     assert recorder.written == 1234
+    assert recorder.stats()["journaled"] == (0 if durability == "none" else 1234)
+    assert list((tmp_path / "log.db.journal").iterdir()) == []  # every row in: no journal file left
     written = rows(tmp_path / "log.db")
     assert len(written) == 1234
     assert len({r["request_id"] for r in written}) == 1234
@@ -126,7 +129,7 @@ def test_a_failed_write_is_retried(tmp_path, monkeypatch):
         return recorder, calls
 
     recorder, calls = asyncio.run(go())
-    assert calls == [1, 1] and recorder.written == 1 and recorder.failed_batches == 1
+    assert calls == [1, 1] and recorder.written == 1 and recorder.stats()["failed_batches"] == 1
     assert len(rows(tmp_path / "log.db")) == 1
 
 
@@ -160,13 +163,15 @@ def test_credential_headers_are_redacted(name):
     assert stored[name.lower()] == "[redacted]" and stored["user-agent"] == "sdk"
 
 
-# -- database trouble: spool, warn once, replay ---------------------------------------------------
+# -- the journal, database trouble, backpressure and /healthz --------------------------------
 
 import logging  # noqa: E402
 import os  # noqa: E402
 import time  # noqa: E402
 
-from proxy.spool import Spool  # noqa: E402
+from proxy import group_commit  # noqa: E402
+from proxy.journal import Journal, read_lines  # noqa: E402
+from proxy.logrow import decode  # noqa: E402
 
 
 async def until(condition, timeout: float = 5.0) -> None:
@@ -199,11 +204,84 @@ def ids(path) -> list[str]:
     return [r["request_id"] for r in rows(path, "SELECT request_id FROM inference_runs ORDER BY id")]
 
 
+def journaled_ids(directory) -> list[str]:
+    found = []
+    for path in sorted(directory.glob("*.jsonl")):
+        runs, _ = decode(read_lines(path, 0, None, 10**6)[0])
+        found += [run["request_id"] for run in runs]
+    return found
+
+
+def conditions(recorder: Recorder) -> tuple[int, str, list[str]]:
+    status_code, body = recorder.health()
+    return status_code, body["status"], body["conditions"]
+
+
+@pytest.mark.parametrize("durability", ["process", "power"])
+def test_an_answer_leaves_only_once_its_row_is_in_the_journal(tmp_path, monkeypatch, durability):
+    """Many calls finishing in the same turn of the event loop: one write for all their rows, and
+    each answer's first message is sent only after it (and, for power, after a sync)."""
+    appends = []
+    real_append = Journal.append
+    monkeypatch.setattr(Journal, "append", lambda self, lines, rows=1: appends.append(rows) or real_append(self, lines, rows))
+    syncs = []
+    real_sync = group_commit.sync_all
+    monkeypatch.setattr(group_commit, "sync_all", lambda fds: syncs.append(len(appends)) or real_sync(fds))
+
+    async def go():
+        store = Store(str(tmp_path / "log.db"))
+        recorder = Recorder(store, durability=durability, retry_interval=60)
+        await recorder.start()
+        seen = {}
+
+        async def call(i: int) -> str:
+            record = finished(i)
+            recorder.submit(record)
+
+            async def send(message):  # what the client would get: the row must be on disk by now
+                seen[record.request_id] = (record.request_id in journaled_ids(tmp_path / "log.db.journal"), len(syncs))
+
+            await recorder.durable_send(send)({"type": "http.response.start"})
+            return record.request_id
+
+        ids_ = await asyncio.gather(*(call(i) for i in range(50)))
+        await recorder.stop()
+        await store.dispose()
+        return ids_, seen
+
+    ids_, seen = asyncio.run(go())
+    assert appends == [50]  # one write for the fifty rows
+    assert all(on_disk for on_disk, _ in seen.values()) and set(seen) == set(ids_)
+    if durability == "power":
+        assert all(synced >= 1 for _, synced in seen.values()) and len(syncs) <= 2
+    assert ids(tmp_path / "log.db") == ids_
+
+
+def test_durability_none_renders_the_row_off_the_response_path_and_journals_nothing(tmp_path, monkeypatch):
+    rendered = []
+    real_rows = CallRecord.rows
+    monkeypatch.setattr(CallRecord, "rows", lambda self: rendered.append(self.request_id) or real_rows(self))
+
+    async def go():
+        store = Store(str(tmp_path / "log.db"))
+        recorder = Recorder(store, durability="none")
+        await recorder.start()
+        record = finished(1)
+        recorder.submit(record)
+        at_submit = list(rendered), journaled_ids(tmp_path / "log.db.journal")
+        await recorder.stop()
+        await store.dispose()
+        return record.request_id, at_submit
+
+    request_id, (rendered_at_submit, journaled_at_submit) = asyncio.run(go())
+    assert rendered_at_submit == [] and journaled_at_submit == []
+    assert rendered == [request_id] and ids(tmp_path / "log.db") == [request_id]
+
+
 @pytest.mark.parametrize("message", ["attempt to write a readonly database", "database or disk is full"])
-def test_unwritable_database_spools_warns_once_and_replays_once_writable(tmp_path, monkeypatch, caplog, message):
+def test_unwritable_database_keeps_the_rows_warns_once_and_writes_them_once_writable(tmp_path, monkeypatch, caplog, message):
     caplog.set_level(logging.INFO, logger="proxy")
     db = tmp_path / "log.db"
-    spool_path = tmp_path / "log.db.spool.jsonl"
 
     async def go():
         store = Store(str(db))
@@ -221,13 +299,14 @@ def test_unwritable_database_spools_warns_once_and_replays_once_writable(tmp_pat
             submitted.append(r)
             if i % 7 == 0:
                 await asyncio.sleep(0.01)
-        await until(lambda: recorder.spooled == 60)
-        # On disk: in the spool, or in its `.replaying` twin once a (failing) replay has begun.
-        assert recorder.degraded and recorder.spool.exists() and recorder.held == 0
-        await asyncio.sleep(0.2)  # a few replay attempts fail meanwhile
+        await until(lambda: recorder.degraded)
+        await asyncio.sleep(0.2)  # a few retries fail meanwhile
+        assert recorder.pending == 60 and recorder.written == 5
+        assert journaled_ids(tmp_path / "log.db.journal")[-60:] == [r.request_id for r in submitted[5:]]
+        assert conditions(recorder) == (200, "degraded", ["database_unwritable"])
         state["broken"] = False
-        await until(lambda: not recorder.degraded)
-        assert not recorder.spool.exists()
+        await until(lambda: not recorder.degraded and recorder.pending == 0)
+        assert conditions(recorder) == (200, "ok", [])
         for i in range(65, 70):
             recorder.submit(r := finished(i))
             submitted.append(r)
@@ -238,17 +317,17 @@ def test_unwritable_database_spools_warns_once_and_replays_once_writable(tmp_pat
     recorder, submitted = asyncio.run(go())
     assert ids(db) == submitted  # none lost, none twice, in order
     assert len(rows(db, "SELECT * FROM attempts")) == 70
+    assert list((tmp_path / "log.db.journal").iterdir()) == []
     warnings = messages(caplog)
-    assert len([w for w in warnings if "cannot write the log database" in w]) == 1, warnings
-    first = next(w for w in warnings if "cannot write the log database" in w)
-    assert str(spool_path) in first and message in first
-    recovered = [w for w in warnings if "is writable again" in w]
-    assert len(recovered) == 1 and "60 rows replayed" in recovered[0]
-    assert (recorder.written, recorder.spooled, recorder.replayed, recorder.lost) == (10, 60, 60, 0)
+    degraded = [w for w in warnings if "cannot write the log database" in w]
+    assert len(degraded) == 1 and message in degraded[0] and "log.db.journal" in degraded[0], warnings
+    assert len([w for w in warnings if "is writable again" in w]) == 1
+    assert recorder.written == 70 and recorder.stats()["lost"] == 0
     assert not messages(caplog, logging.ERROR)
 
 
-def test_stop_while_the_database_is_locked_spools_and_the_next_start_replays(tmp_path, caplog):
+@pytest.mark.parametrize("durability", ["process", "none"])
+def test_stop_while_the_database_is_locked_leaves_the_rows_in_the_journal_for_the_next_start(tmp_path, caplog, durability):
     """A real lock: another connection holds BEGIN IMMEDIATE past the (shortened) busy timeout."""
     caplog.set_level(logging.INFO, logger="proxy")
     db = tmp_path / "log.db"
@@ -256,7 +335,7 @@ def test_stop_while_the_database_is_locked_spools_and_the_next_start_replays(tmp
     async def first_run():
         store = Store(str(db), busy_timeout_ms=100)
         await store.migrate()
-        recorder = Recorder(store, retry_interval=60)
+        recorder = Recorder(store, durability=durability, retry_interval=60)
         await recorder.start()
         recorder.submit(finished(0))
         await until(lambda: recorder.written == 1)
@@ -276,19 +355,16 @@ def test_stop_while_the_database_is_locked_spools_and_the_next_start_replays(tmp
         return recorder, [r.request_id for r in late], stop_took
 
     recorder, late, stop_took = asyncio.run(first_run())
-    assert stop_took < 3
-    assert recorder.spooled == 29 and recorder.lost == 0
-    assert len(ids(db)) == 1
-    spool = Spool(tmp_path / "log.db.spool.jsonl")
-    assert spool.exists()
-    assert any("next start" in w for w in messages(caplog))
+    assert stop_took < 3 and recorder.stats()["lost"] == 0
+    assert ids(db) == ids(db)[:1] and len(ids(db)) == 1
+    assert journaled_ids(tmp_path / "log.db.journal")[-len(late):] == late
+    assert any("29 log rows wait in the journal" in w for w in messages(caplog))
 
     async def second_run():
         store = Store(str(db))
-        await store.migrate()
-        recorder = Recorder(store)
+        recorder = Recorder(store, durability=durability)
         await recorder.start()
-        assert not spool.exists()  # replayed before start() returned, before any new row
+        assert journaled_ids(tmp_path / "log.db.journal") == []  # written before start() returned
         new = finished(99)
         recorder.submit(new)
         await recorder.stop()
@@ -297,74 +373,154 @@ def test_stop_while_the_database_is_locked_spools_and_the_next_start_replays(tmp
 
     recorder, new = asyncio.run(second_run())
     assert recorder.replayed == 29 and not recorder.degraded
-    written = ids(db)
-    assert written[1:] == late + [new] and len(set(written)) == 31
-    assert any("left in the spool" in w and "29" in w for w in messages(caplog))
+    assert ids(db)[1:] == late + [new]
+    assert any("wrote 29 log rows left in the journal" in w for w in messages(caplog))
 
 
-def test_unwritable_spool_holds_rows_in_memory_then_writes_them(tmp_path, monkeypatch, caplog):
-    caplog.set_level(logging.INFO, logger="proxy")
+@pytest.mark.parametrize("durability", ["process", "none"])
+def test_past_the_memory_bound_rows_wait_on_disk_only_and_come_back_in_order(tmp_path, monkeypatch, durability):
     db = tmp_path / "log.db"
-    blocked = tmp_path / "not-a-directory"
-    blocked.write_text("a file where the spool directory should be")
+    bound = 8_000  # a dozen rows or so
 
     async def go():
         store = Store(str(db))
         await store.migrate()
         state = breakable(monkeypatch, store, "database or disk is full")
         state["broken"] = True
-        recorder = Recorder(store, max_batch=10, retry_interval=0.05, spool=blocked / "log.spool.jsonl")
+        recorder = Recorder(store, durability=durability, memory_bytes=bound, max_batch=7, retry_interval=0.05)
         await recorder.start()
-        submitted = [finished(i) for i in range(40)]
+        submitted = [finished(i) for i in range(100)]
+        most = 0
         for r in submitted:
             recorder.submit(r)
-        await until(lambda: recorder.held == 40)
-        await asyncio.sleep(0.2)
-        assert recorder.held == 40 and recorder.lost == 0
+            most = max(most, recorder.backlog.memory_bytes)
+            if r is submitted[10]:
+                await until(lambda: recorder.degraded)
+        await asyncio.sleep(0.01)  # a turn of the loop: the last rows reach the journal
+        stats = recorder.stats()
+        assert stats["pending"] == 100 and stats["on_disk_only"] > 50 and stats["in_memory"] < 30
+        assert conditions(recorder)[2] == ["database_unwritable", "rows_only_on_disk"]
         state["broken"] = False
-        await until(lambda: not recorder.degraded)
-        assert recorder.held == 0
+        await until(lambda: recorder.pending == 0)
+        assert conditions(recorder) == (200, "ok", [])
         await recorder.stop()
         await store.dispose()
-        return recorder, [r.request_id for r in submitted]
+        return [r.request_id for r in submitted], most
 
-    recorder, submitted = asyncio.run(go())
+    submitted, most = asyncio.run(go())
+    assert most <= bound + 2_000  # over the bound by one row at most
+    assert ids(db) == submitted
+    assert list((tmp_path / "log.db.journal").iterdir()) == []
+
+
+def blocked_journal(tmp_path):
+    """A file where the journal directory should be: the journal cannot be written."""
+    path = tmp_path / "log.db.journal"
+    path.write_text("not a directory")
+    return path
+
+
+def test_with_no_journal_and_a_full_memory_new_calls_are_refused_until_rows_can_be_kept(tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="proxy")
+    db = tmp_path / "log.db"
+    blocked = blocked_journal(tmp_path)
+
+    async def go():
+        store = Store(str(db))
+        await store.migrate()
+        state = breakable(monkeypatch, store, "database or disk is full")
+        state["broken"] = True
+        recorder = Recorder(store, memory_bytes=5_000, retry_interval=0.05)
+        await recorder.start()
+        submitted = [finished(0)]
+        recorder.submit(submitted[0])
+        await until(lambda: recorder.degraded)
+        for i in range(1, 40):
+            submitted.append(r := finished(i))
+            recorder.submit(r)
+            await asyncio.sleep(0)  # a turn of the loop per call, as requests come
+            if not recorder.accepting:
+                break
+        assert not recorder.accepting and len(submitted) < 40
+        status_code, status, found = conditions(recorder)
+        assert (status_code, status) == (503, "refusing")
+        assert {"database_unwritable", "journal_unwritable", "refusing_calls"} <= set(found)
+        assert recorder.stats()["lost"] == 0  # the rows it could not place are still kept
+        state["broken"] = False
+        await until(lambda: recorder.pending == 0)
+        assert recorder.accepting
+        blocked.unlink()  # the journal can be made again: the next retry opens it
+        await until(lambda: recorder.journal.is_open, timeout=3)
+        recorder.submit(r := finished(99))
+        submitted.append(r)
+        await until(lambda: recorder.pending == 0)
+        assert conditions(recorder) == (200, "ok", [])
+        await recorder.stop()
+        await store.dispose()
+        return [r.request_id for r in submitted]
+
+    submitted = asyncio.run(go())
     assert ids(db) == submitted
     errors = messages(caplog, logging.ERROR)
-    assert len(errors) == 1 and "cannot write the log spool" in errors[0]
-    assert any("40 from memory" in w for w in messages(caplog))
+    assert len([e for e in errors if "cannot write the log journal" in e]) == 1, errors
+    assert len([e for e in errors if "refusing new calls" in e]) == 1, errors
 
 
-def test_past_the_memory_bound_rows_are_counted_and_reported_as_lost(tmp_path, monkeypatch, caplog):
+def test_serve_unlogged_counts_the_rows_lost_instead_of_refusing(tmp_path, monkeypatch, caplog):
     caplog.set_level(logging.INFO, logger="proxy")
-    blocked = tmp_path / "not-a-directory"
-    blocked.write_text("x")
+    blocked_journal(tmp_path)
 
     async def go():
         store = Store(str(tmp_path / "log.db"))
         await store.migrate()
         breakable(monkeypatch, store, "database or disk is full")["broken"] = True
-        recorder = Recorder(store, max_batch=4, retry_interval=60, memory_limit=10, stop_timeout=2,
-                            spool=blocked / "s.jsonl")
+        recorder = Recorder(store, memory_bytes=5_000, serve_unlogged=True, retry_interval=60, stop_timeout=1)
         await recorder.start()
-        for i in range(25):
+        for i in range(40):
             recorder.submit(finished(i))
-        await until(lambda: recorder.pending == 0 and recorder.held == 10)
-        lost_before_stop = recorder.lost
+            await asyncio.sleep(0)
+        assert recorder.accepting
+        lost = recorder.stats()["lost"]
+        health = conditions(recorder)
         await recorder.stop()
         await store.dispose()
-        return recorder, lost_before_stop
+        return lost, health
 
-    recorder, lost_before_stop = asyncio.run(go())
-    assert lost_before_stop == 15
-    assert recorder.lost == 25  # at shutdown neither the database nor the spool took the 10 held
-    errors = messages(caplog, logging.ERROR)
-    assert any("2 log rows LOST so far" in e for e in errors)  # the first overflow; then at most one per 10 s
-    assert any("10 log rows LOST at shutdown" in e for e in errors)
-    assert any("25 log rows were LOST in this run" in e for e in errors)
+    lost, (status_code, status, found) = asyncio.run(go())
+    assert 20 < lost < 40
+    assert (status_code, status) == (200, "degraded") and "rows_lost" in found
+    assert any("log rows LOST so far" in e for e in messages(caplog, logging.ERROR))
 
 
-def test_stop_is_bounded_even_if_a_write_hangs(tmp_path, monkeypatch):
+def test_health_says_the_writer_is_behind_when_a_row_waited_over_a_second(tmp_path, monkeypatch):
+    async def go():
+        store = Store(str(tmp_path / "log.db"))
+        await store.migrate()
+        real_write = store.write
+
+        async def slow(runs, attempt_rows):
+            await asyncio.sleep(1.5)
+            await real_write(runs, attempt_rows)
+
+        monkeypatch.setattr(store, "write", slow)
+        recorder = Recorder(store)
+        await recorder.start()
+        recorder.submit(finished(1))
+        await asyncio.sleep(1.2)
+        behind = conditions(recorder)
+        await until(lambda: recorder.pending == 0)
+        caught_up = conditions(recorder)
+        await recorder.stop()
+        await store.dispose()
+        return behind, caught_up
+
+    behind, caught_up = asyncio.run(go())
+    assert behind == (200, "degraded", ["writer_behind"])
+    assert caught_up == (200, "ok", [])
+
+
+@pytest.mark.parametrize("durability", ["process", "none"])
+def test_stop_is_bounded_even_if_a_write_hangs_and_the_rows_wait_in_the_journal(tmp_path, monkeypatch, durability):
     async def go():
         store = Store(str(tmp_path / "log.db"))
         await store.migrate()
@@ -373,24 +529,21 @@ def test_stop_is_bounded_even_if_a_write_hangs(tmp_path, monkeypatch):
             await asyncio.Event().wait()
 
         monkeypatch.setattr(store, "write", hang)
-        recorder = Recorder(store, max_batch=5)
+        recorder = Recorder(store, durability=durability, max_batch=5)
         await recorder.start()
-        for i in range(12):
-            recorder.submit(finished(i))
+        submitted = [finished(i) for i in range(12)]
+        for r in submitted:
+            recorder.submit(r)
         await asyncio.sleep(0.05)
         started = time.monotonic()
         await recorder.stop(timeout=0.3)
         took = time.monotonic() - started
         await store.dispose()
-        return recorder, took
+        return recorder, took, [r.request_id for r in submitted]
 
-    recorder, took = asyncio.run(go())
-    assert took < 1.5
-    assert recorder.spooled == 12 and recorder.lost == 0
-    spooled, _ = __import__("proxy.spool", fromlist=["decode"]).decode(
-        (tmp_path / "log.db.spool.jsonl").read_bytes().splitlines()
-    )
-    assert len({r["request_id"] for r in spooled}) == 12
+    recorder, took, submitted = asyncio.run(go())
+    assert took < 1.5 and recorder.stats()["lost"] == 0
+    assert journaled_ids(tmp_path / "log.db.journal") == submitted
 
 
 def test_a_row_the_database_refuses_is_set_aside_and_does_not_block_the_others(tmp_path, caplog):
@@ -412,18 +565,20 @@ def test_a_row_the_database_refuses_is_set_aside_and_does_not_block_the_others(t
 
     recorder, good, bad = asyncio.run(go())
     assert ids(db) == good
-    assert not recorder.degraded and recorder.refused == 1 and recorder.spooled == 0
-    set_aside = orjson.loads((tmp_path / "log.db.spool.jsonl.bad").read_bytes())
+    assert not recorder.degraded and recorder.stats()["refused"] == 1
+    set_aside = orjson.loads((tmp_path / "log.db.bad.jsonl").read_bytes())
     assert set_aside["run"]["request_id"] == bad and "OverflowError" in set_aside["error"]
+    assert list((tmp_path / "log.db.journal").iterdir()) == []  # set aside counts as done
 
 
-def test_a_record_that_cannot_be_rendered_still_gets_a_row(tmp_path, monkeypatch):
+@pytest.mark.parametrize("durability", ["process", "none"])
+def test_a_record_that_cannot_be_rendered_still_gets_a_row(tmp_path, monkeypatch, durability):
     db = tmp_path / "log.db"
 
     async def go():
         store = Store(str(db))
         await store.migrate()
-        recorder = Recorder(store)
+        recorder = Recorder(store, durability=durability)
         await recorder.start()
         broken = finished(1)
         monkeypatch.setattr(CallRecord, "rows", lambda self: 1 / 0 if self is broken else real_rows(self))
@@ -464,19 +619,25 @@ def test_a_deleted_database_file_is_recreated_and_gets_the_next_rows(tmp_path, c
     assert any("deleted or replaced" in w for w in messages(caplog))
 
 
-def test_rows_submitted_after_stop_go_to_the_spool(tmp_path):
+def test_rows_submitted_after_stop_go_to_the_journal_and_the_next_start_writes_them(tmp_path):
     async def go():
         store = Store(str(tmp_path / "log.db"))
-        await store.migrate()
         recorder = Recorder(store)
         await recorder.start()
         await recorder.stop()
-        recorder.submit(finished(1))
+        late = finished(1)
+        recorder.submit(late)
         await store.dispose()
-        return recorder
+        on_disk = journaled_ids(tmp_path / "log.db.journal")
+        store = Store(str(tmp_path / "log.db"))
+        again = Recorder(store)
+        await again.start()
+        await again.stop()
+        await store.dispose()
+        return late.request_id, on_disk
 
-    recorder = asyncio.run(go())
-    assert recorder.spooled == 1 and Spool(tmp_path / "log.db.spool.jsonl").exists()
+    late, on_disk = asyncio.run(go())
+    assert on_disk == [late] and ids(tmp_path / "log.db") == [late]
 
 
 def test_start_with_an_unreachable_database_degrades_and_recovers(tmp_path, monkeypatch, caplog):
@@ -493,14 +654,17 @@ def test_start_with_an_unreachable_database_degrades_and_recovers(tmp_path, monk
             return await real_migrate()
 
         monkeypatch.setattr(store, "migrate", migrate)
+        monkeypatch.setattr(store, "write", lambda *a: migrate())  # down until it is up
         recorder = Recorder(store, retry_interval=0.05)
         await recorder.start()
         assert recorder.degraded
         first = finished(0)
         recorder.submit(first)
-        await until(lambda: recorder.spooled == 1)
+        await asyncio.sleep(0.2)
+        assert recorder.pending == 1
+        monkeypatch.undo()
         state["down"] = False
-        await until(lambda: not recorder.degraded)
+        await until(lambda: not recorder.degraded and recorder.pending == 0)
         await recorder.stop()
         await store.dispose()
         return first.request_id
@@ -508,42 +672,3 @@ def test_start_with_an_unreachable_database_degrades_and_recovers(tmp_path, monk
     first = asyncio.run(go())
     assert ids(db) == [first]
     assert len([w for w in messages(caplog) if "cannot write the log database" in w]) == 1
-
-
-def test_rows_arriving_during_a_long_replay_are_spooled_not_piled_up_in_memory(tmp_path, monkeypatch):
-    db = tmp_path / "log.db"
-
-    async def go():
-        store = Store(str(db))
-        await store.migrate()
-        state = breakable(monkeypatch, store, "database or disk is full")
-        recorder = Recorder(store, max_batch=50, retry_interval=0.05)
-        await recorder.start()
-        state["broken"] = True
-        submitted = [finished(i) for i in range(1000)]
-        for r in submitted:
-            recorder.submit(r)
-        await until(lambda: recorder.spooled == 1000)
-        broken_write, most_pending = store.write, [0]
-
-        async def write_while_requests_arrive(runs, attempt_rows):
-            most_pending[0] = max(most_pending[0], recorder.pending)
-            for _ in range(10):  # ten requests finish during each batch of the replay
-                recorder.submit(r := finished(len(submitted)))
-                submitted.append(r)
-            await broken_write(runs, attempt_rows)
-
-        monkeypatch.setattr(store, "write", write_while_requests_arrive)
-        state["broken"] = False
-        await until(lambda: not recorder.degraded, timeout=10)
-        monkeypatch.setattr(store, "write", broken_write)
-        await recorder.stop()
-        await store.dispose()
-        return recorder, [r.request_id for r in submitted], most_pending[0]
-
-    recorder, submitted, most_pending = asyncio.run(go())
-    assert most_pending <= 50 + 10  # spooled once a batch has piled up, never more
-    written = ids(db)
-    assert sorted(written) == sorted(submitted) and len(written) == len(set(written))
-    assert written[:1000] == submitted[:1000]  # the outage's rows first, in order
-    assert not Spool(tmp_path / "log.db.spool.jsonl").exists()

@@ -44,11 +44,14 @@ class Store:
     (`SQLiteWriter`), one thread hop per batch.
     """
 
-    def __init__(self, url_or_path: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
+    def __init__(self, url_or_path: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS, synchronous: str = "NORMAL") -> None:
+        """`synchronous`: SQLite's, `NORMAL` (a commit survives the death of the process) or
+        `FULL` (a power cut too: durability "power")."""
         self.url = url_or_path
         self.path: Path | None = sqlite_path(url_or_path)
         self.busy_timeout_ms = busy_timeout_ms
-        self.engine = create_engine(url_or_path, busy_timeout_ms)
+        self.synchronous = synchronous
+        self.engine = create_engine(url_or_path, busy_timeout_ms, synchronous)
         self._writer: SQLiteWriter | None = None  # started by the first write to a SQLite file
         self.migrated = False
         self._file_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the SQLite file we migrated
@@ -75,7 +78,7 @@ class Store:
         await self._ensure_ready()
         if self.path is not None:
             if self._writer is None:
-                self._writer = SQLiteWriter(self.path, self.busy_timeout_ms)
+                self._writer = SQLiteWriter(self.path, self.busy_timeout_ms, self.synchronous)
             await self._writer.transaction(_write_sqlite, runs, attempt_rows)
             return
         async with self.engine.begin() as conn:
@@ -118,7 +121,7 @@ class Store:
                 # checkpoints and removes the old file's -wal/-shm, which must not be mistaken
                 # for the new file's.
                 await self.dispose()
-                self.engine = create_engine(self.url, self.busy_timeout_ms)
+                self.engine = create_engine(self.url, self.busy_timeout_ms, self.synchronous)
                 self.migrated = False
         if not self.migrated:
             await self.migrate()

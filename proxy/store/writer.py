@@ -31,9 +31,10 @@ class SQLiteWriter:
     idempotent (`Store.write`).
     """
 
-    def __init__(self, path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
+    def __init__(self, path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS, synchronous: str = "NORMAL") -> None:
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
+        self.synchronous = synchronous
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         self._connection: sqlite3.Connection | None = None
 
@@ -51,7 +52,7 @@ class SQLiteWriter:
 
     def _transaction(self, fn: Callable[..., T], *args: Any) -> T:
         if self._connection is None:
-            self._connection = connect_sqlite(self.path, self.busy_timeout_ms)
+            self._connection = connect_sqlite(self.path, self.busy_timeout_ms, self.synchronous)
         connection = self._connection
         connection.execute("BEGIN IMMEDIATE")
         try:

@@ -1,7 +1,7 @@
-"""The spool file (append, replay, torn lines) and the idempotent store writes it relies on."""
+"""The store: idempotent writes (what replaying a journal relies on), migrations, the SQLite
+writer thread and its pragmas, private files."""
 
 import asyncio
-import errno
 import os
 import re
 import socket
@@ -17,8 +17,7 @@ from sqlalchemy import event
 
 from proxy import record as record_module
 from proxy.record import CallRecord, new_request_id
-from proxy.recorder import is_row_error
-from proxy.spool import DEFAULT_SPOOL, Spool, decode, encode
+from proxy.log_writer import is_row_error
 from proxy.store import Store
 from proxy.store.engine import WAL_AUTOCHECKPOINT_PAGES
 from proxy.store.writer import SQLiteWriter
@@ -65,185 +64,6 @@ async def new_store(path: Path) -> Store:
     store = Store(str(path))
     await store.migrate()
     return store
-
-
-# -- encoding and appending -----------------------------------------------------------------
-
-
-def test_encode_decode_round_trip_keeps_every_value():
-    runs, attempt_rows = batch(3, attempts_each=2)
-    data = encode(runs, attempt_rows)
-    assert data.count(b"\n") == 3  # one line per run, its attempts inside
-    decoded_runs, decoded_attempts = decode(data.splitlines(keepends=True))
-    assert decoded_runs == runs
-    assert decoded_attempts == attempt_rows
-
-
-def test_rows_without_required_columns_or_with_odd_values_are_set_aside():
-    runs, attempt_rows = batch(1)
-    good = encode(runs, attempt_rows)
-    bad = [
-        b'{"run": {"created_at": "x", "endpoint": "e"}, "attempts": []}\n',  # no request_id
-        b'{"run": {"request_id": "r", "created_at": "x", "endpoint": {"a": 1}}}\n',
-        b'[1, 2]\n',
-        b'{"run": {"request_id": "r", "cre',
-    ]
-    rejected: list[bytes] = []
-    decoded_runs, _ = decode([good, *bad], rejected)
-    assert [r["request_id"] for r in decoded_runs] == [runs[0]["request_id"]]
-    assert rejected == bad
-
-
-def test_append_after_a_torn_line_starts_a_new_line(tmp_path):
-    spool = Spool(tmp_path / "s.jsonl")
-    runs, attempt_rows = batch(2)
-    spool.append(runs[:1], attempt_rows[:1])
-    with open(spool.path, "ab") as f:
-        f.write(b'{"run": {"request_id": "torn')  # a crash mid-write
-    spool.append(runs[1:], attempt_rows[1:])
-    rejected: list[bytes] = []
-    decoded, _ = decode(spool.path.read_bytes().splitlines(keepends=True), rejected)
-    assert [r["request_id"] for r in decoded] == [r["request_id"] for r in runs]
-    assert len(rejected) == 1
-
-
-def test_a_failed_append_leaves_nothing_behind(tmp_path, monkeypatch):
-    spool = Spool(tmp_path / "s.jsonl")
-    runs, attempt_rows = batch(3)
-    spool.append(runs[:1], attempt_rows[:1])
-    before = spool.path.read_bytes()
-    real_write = os.write
-
-    def disk_full(fd, data):
-        real_write(fd, bytes(data[:20]))  # part of the batch made it, then the disk filled up
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(os, "write", disk_full)
-    with pytest.raises(OSError):
-        spool.append(runs[1:], attempt_rows[1:])
-    monkeypatch.undo()
-    assert spool.path.read_bytes() == before
-
-
-def test_append_recreates_a_missing_directory_and_fails_cleanly_when_it_cannot(tmp_path):
-    spool = Spool(tmp_path / "gone" / "s.jsonl")
-    assert spool.append(*batch(1)) == 1
-    blocked = tmp_path / "a-file"
-    blocked.write_text("not a directory")
-    with pytest.raises(OSError):
-        Spool(blocked / "s.jsonl").append(*batch(1))
-
-
-def test_default_spool_paths(tmp_path, monkeypatch):
-    store = Store(str(tmp_path / "log.db"))
-    assert Spool.beside(store).path == tmp_path / "log.db.spool.jsonl"
-    monkeypatch.chdir(tmp_path)
-    assert Spool.beside(Store("postgresql://u@127.0.0.1:1/db")).path == tmp_path / DEFAULT_SPOOL
-
-
-# -- replay ------------------------------------------------------------------------------
-
-
-def test_replay_writes_everything_then_deletes_the_file(tmp_path):
-    async def go():
-        store = await new_store(tmp_path / "log.db")
-        spool = Spool(tmp_path / "log.db.spool.jsonl")
-        for i in range(5):
-            spool.append(*batch(7, attempts_each=2, start=i * 7))
-        replayed = await spool.replay(store, batch_size=10)
-        await store.dispose()
-        return spool, replayed
-
-    spool, replayed = asyncio.run(go())
-    assert replayed == 35
-    assert not spool.exists() and not spool.bad_path.exists()
-    assert count(tmp_path / "log.db") == 35
-    assert count(tmp_path / "log.db", "attempts") == 70
-
-
-def test_replay_moves_the_file_aside_so_new_appends_start_a_fresh_one(tmp_path):
-    async def go():
-        store = await new_store(tmp_path / "log.db")
-        spool = Spool(tmp_path / "s.jsonl")
-        spool.append(*batch(3))
-        late = batch(2, start=100)
-        seen = []
-
-        async def write(runs, attempt_rows):
-            if not seen:
-                seen.append((spool.path.exists(), spool.replaying_path.exists()))
-                spool.append(*late)  # a batch spooled while the replay runs
-                seen.append((spool.path.exists(), spool.replaying_path.exists()))
-            await store.write(runs, attempt_rows)
-
-        replayed = await spool.replay(write=write)
-        await store.dispose()
-        return spool, replayed, seen
-
-    spool, replayed, seen = asyncio.run(go())
-    assert seen == [(False, True), (True, True)]
-    assert replayed == 5 and not spool.exists()
-    assert count(tmp_path / "log.db") == 5
-
-
-def test_leftover_replaying_file_is_replayed_too(tmp_path):
-    async def go():
-        store = await new_store(tmp_path / "log.db")
-        spool = Spool(tmp_path / "s.jsonl")
-        spool.append(*batch(4))
-        os.replace(spool.path, spool.replaying_path)  # a replay interrupted by a crash
-        spool.append(*batch(3, start=10))  # and rows spooled after it
-        replayed = await spool.replay(store)
-        await store.dispose()
-        return spool, replayed
-
-    spool, replayed = asyncio.run(go())
-    assert replayed == 7 and not spool.exists()
-    assert count(tmp_path / "log.db") == 7
-
-
-def test_an_interrupted_replay_keeps_the_rows_and_the_next_one_adds_no_duplicates(tmp_path):
-    async def go():
-        store = await new_store(tmp_path / "log.db")
-        spool = Spool(tmp_path / "s.jsonl")
-        spool.append(*batch(10, attempts_each=2))
-        calls = []
-
-        async def flaky(runs, attempt_rows):
-            calls.append(len(runs))
-            if len(calls) == 3:
-                raise sqlite3.OperationalError("database or disk is full")
-            await store.write(runs, attempt_rows)
-
-        with pytest.raises(sqlite3.OperationalError):
-            await spool.replay(write=flaky, batch_size=3)
-        assert spool.replaying_path.exists()
-        assert count(tmp_path / "log.db") == 6
-        replayed = await spool.replay(store, batch_size=3)
-        await store.dispose()
-        return spool, replayed
-
-    spool, replayed = asyncio.run(go())
-    assert replayed == 10 and not spool.exists()
-    assert count(tmp_path / "log.db") == 10
-    assert count(tmp_path / "log.db", "attempts") == 20
-    assert query(tmp_path / "log.db", "SELECT count(DISTINCT request_id) FROM inference_runs")[0][0] == 10
-
-
-def test_unreadable_lines_are_set_aside_not_dropped(tmp_path):
-    async def go():
-        store = await new_store(tmp_path / "log.db")
-        spool = Spool(tmp_path / "s.jsonl")
-        spool.append(*batch(3))
-        with open(spool.path, "ab") as f:
-            f.write(b'{"run": {"request_id": "to')
-        replayed = await spool.replay(store)
-        await store.dispose()
-        return spool, replayed
-
-    spool, replayed = asyncio.run(go())
-    assert replayed == 3 and not spool.exists()
-    assert spool.bad_path.read_bytes() == b'{"run": {"request_id": "to\n'
 
 
 # -- the store: idempotent writes and migration 3 -------------------------------------------
@@ -375,6 +195,19 @@ def test_the_writer_connection_gets_the_same_pragmas_as_the_engine(tmp_path):
     assert writer == engine == ["wal", 1, 1234, WAL_AUTOCHECKPOINT_PAGES]  # synchronous=NORMAL is 1
 
 
+def test_durability_power_commits_with_synchronous_full(tmp_path):
+    async def go():
+        store = Store(str(tmp_path / "log.db"), synchronous="FULL")
+        await store.write(*batch(1))
+        writer = await store._writer.transaction(lambda c: c.execute("PRAGMA synchronous").fetchone()[0])
+        async with store.engine.connect() as conn:
+            engine = (await conn.exec_driver_sql("PRAGMA synchronous")).scalar()
+        await store.dispose()
+        return writer, engine
+
+    assert asyncio.run(go()) == (2, 2)  # FULL is 2
+
+
 def test_a_refused_batch_is_rolled_back_whole_and_the_next_one_is_written(tmp_path):
     async def go():
         store = await new_store(tmp_path / "log.db")
@@ -434,16 +267,14 @@ def test_an_in_memory_database_is_written_through_the_engine():
 
 
 @pytest.mark.skipif(not postgres_listening(), reason="no PostgreSQL on 127.0.0.1:5432")
-def test_idempotent_writes_and_replay_on_postgres(tmp_path):
+def test_idempotent_writes_on_postgres():
     async def go():
         store = Store(POSTGRES_URL)
         await store.migrate()
         runs, attempt_rows = batch(4, attempts_each=2)
         runs[0]["prompt"] = "a NUL \x00 in the prompt"  # PostgreSQL text cannot hold it
         await store.write(runs[:2], attempt_rows[:4])
-        spool = Spool(tmp_path / "pg.spool.jsonl")
-        spool.append(runs, attempt_rows)  # the first two are already in the database
-        replayed = await spool.replay(store)
+        await store.write(runs, attempt_rows)  # as a journal replay does: the first two are there already
         ids = [r["request_id"] for r in runs]
         async with store.engine.connect() as conn:
             n_runs = (await conn.exec_driver_sql(
@@ -453,12 +284,11 @@ def test_idempotent_writes_and_replay_on_postgres(tmp_path):
             prompt = (await conn.exec_driver_sql(
                 "SELECT prompt FROM inference_runs WHERE request_id = $1", (ids[0],))).scalar()
         await store.dispose()
-        return replayed, n_runs, n_attempts, prompt, spool
+        return n_runs, n_attempts, prompt
 
-    replayed, n_runs, n_attempts, prompt, spool = asyncio.run(go())
-    assert (replayed, n_runs, n_attempts) == (4, 4, 8)
+    n_runs, n_attempts, prompt = asyncio.run(go())
+    assert (n_runs, n_attempts) == (4, 8)
     assert prompt == "a NUL \ufffd in the prompt"
-    assert not spool.exists()
 
 
 def test_request_ids_are_our_own_time_ordered_uuids():

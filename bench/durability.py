@@ -1,0 +1,224 @@
+"""What each `[log] durability` costs, and what a kill -9 loses: side by side, in one run.
+
+    python bench/durability.py                # about 4 minutes
+    python bench/durability.py --quick        # about 2 minutes
+    python bench/durability.py --skip-kill    # the cost only (or --skip-cost: the kill -9 runs only)
+
+Cost: one proxy per mode (`none`, `process`, `power`), each on a fresh SQLite file, all three
+started at once and pinned to core 0 (the fake upstream, wrk and this script on core 1), the
+0 ms fake upstream behind the `openai` provider, full logging. Every round measures each mode,
+in an order that rotates from round to round: wrk -t1 -c32 for --duration seconds (req/s,
+p50, p99), then --calls sequential calls on one keep-alive connection (p50). Each measurement
+starts once no proxy uses CPU any more. Per round, a mode's req/s is divided by `none`'s and
+its one-connection p50 has `none`'s subtracted; the tables show the medians of those, and of
+the raw figures.
+
+Kill -9: for each mode, a fresh proxy under wrk -c32 (bench/wrk/ids.lua prints the request id
+of every answer received whole) gets SIGKILL after --kill-after seconds; it is started again
+on the same database, which replays the journal; answered, logged and lost are counted. Then
+the same with the SQLite file locked by another connection (BEGIN EXCLUSIVE) from before the
+load until after the kill.
+
+Results: printed, and written to --out (default bench/results/quick/durability.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+import clients  # noqa: E402
+from run import (  # noqa: E402  (bench/run.py's processes, wrk, settling and statistics)
+    LOAD_CPU, PINNING, PROXY_CPU, PY, ROOT, RUN_ID, WRK_POST, Process, Target, Upstream, clean_env, free_port,
+    http_get, log, machine_info, med, pct, pinned, rotate, settle, wait_http, wrk,
+)
+
+MODES = ("none", "process", "power")
+WRK_IDS = BENCH / "wrk" / "ids.lua"
+
+
+class ModeProxy:
+    """`python -m proxy serve` with STUDY_DURABILITY=mode, pinned to core 0."""
+
+    def __init__(self, upstream: Upstream, tmp: Path, mode: str, label: str, db: Path | None = None) -> None:
+        self.mode, self.label = mode, label
+        self.db = db or tmp / f"dur-{label}.db"
+        self.port = free_port()
+        cmd = [PY, "-m", "proxy", "serve", "--host", "127.0.0.1", "--port", str(self.port), "--db", str(self.db),
+               "--no-ui", "--log-level", "warning"]
+        env = clean_env(OPENAI_API_KEY="sk-bench-upstream", OPENAI_BASE_URL=f"{upstream.base}/t-dur/v1",
+                        PYTHONPATH=str(ROOT), STUDY_DURABILITY=mode)
+        self.proc = Process(f"proxy ({label})", [*pinned(PROXY_CPU), *cmd], tmp / f"proxy-{label}.log", env=env, cwd=tmp)
+        self.startup_s = wait_http(self.port, "/healthz", self.proc, timeout=120)
+        self.target = Target(mode, self.port, {"lat0": "/v1/chat/completions"}, {"lat0": "openai/bench-model"})
+
+    def health(self) -> dict[str, Any]:
+        return json.loads(http_get(self.port, "/healthz")[1])
+
+    def kill(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.popen.wait(30)
+        self.proc.stop()  # closes its log file; it is dead already
+
+
+def logged_ids(db: Path) -> set[str]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return {row[0] for row in conn.execute("SELECT request_id FROM inference_runs")}
+    finally:
+        conn.close()
+
+
+def sequential(conn: clients.Conn, target: Target, calls: int) -> list[float]:
+    conn.open()
+    conn.call(target.request("lat0"))  # a fresh connection, warmed by one untimed call
+    return [conn.call(request)[1] / 1e6 for request in target.requests("lat0", calls)]
+
+
+def cost(upstream: Upstream, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
+    log(f"cost: {len(MODES)} proxies, {args.rounds} rounds x (wrk -c32 {args.duration:g}s + {args.calls} sequential calls)")
+    proxies = {mode: ModeProxy(upstream, tmp, mode, f"cost-{mode}") for mode in MODES}
+    pids = [p.proc.pid for p in proxies.values()]
+    conns = {mode: clients.Conn("127.0.0.1", p.port) for mode, p in proxies.items()}
+    for mode, proxy in proxies.items():  # warm-up
+        wrk(proxy.target.url("lat0"), proxy.target.body("lat0"), 32, 1)
+        sequential(conns[mode], proxy.target, 50)
+    rounds: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
+    for r in range(args.rounds):
+        for mode in rotate(list(MODES), r):
+            target = proxies[mode].target
+            settle(pids)
+            run = wrk(target.url("lat0"), target.body("lat0"), 32, args.duration)
+            settle(pids)
+            lat = sequential(conns[mode], target, args.calls)
+            rounds[mode].append({"rps": run["rps"], "p50_ms": run["p50_ms"], "p99_ms": run["p99_ms"],
+                                 "errors": run["errors"], "c1_p50_ms": pct(lat, 50), "c1_p99_ms": pct(lat, 99)})
+        log("  round %d: %s" % (r + 1, ", ".join(f"{m} {rounds[m][-1]['rps']:,.0f} req/s" for m in MODES)))
+    out: dict[str, Any] = {"rounds": args.rounds, "duration_s": args.duration, "calls": args.calls, "modes": {}}
+    base = rounds["none"]
+    for mode, rs in rounds.items():
+        out["modes"][mode] = {
+            "rps": med([x["rps"] for x in rs]), "p50_ms": med([x["p50_ms"] for x in rs]),
+            "p99_ms": med([x["p99_ms"] for x in rs]), "c1_p50_ms": med([x["c1_p50_ms"] for x in rs]),
+            "c1_p99_ms": med([x["c1_p99_ms"] for x in rs]), "errors": sum(x["errors"] for x in rs),
+            "rps_over_none": med([x["rps"] / b["rps"] for x, b in zip(rs, base)]),
+            "c1_p50_added_ms": med([x["c1_p50_ms"] - b["c1_p50_ms"] for x, b in zip(rs, base)]),
+            "runs": rs,
+        }
+    for conn in conns.values():
+        conn.close()
+    for mode, proxy in proxies.items():
+        stats = proxy.health().get("log", {})
+        proxy.proc.stop()
+        out["modes"][mode]["rows"] = len(logged_ids(proxy.db))
+        out["modes"][mode]["lost"] = stats.get("lost")
+    return out
+
+
+def kill_once(upstream: Upstream, tmp: Path, mode: str, locked: bool, after: float) -> dict[str, Any]:
+    label = f"kill-{mode}-{'locked' if locked else 'free'}"
+    proxy = ModeProxy(upstream, tmp, mode, label)
+    locker = None
+    if locked:
+        locker = sqlite3.connect(proxy.db, isolation_level=None, timeout=5)
+        locker.execute("BEGIN EXCLUSIVE")
+    target = proxy.target
+    env = dict(os.environ, BENCH_BODY=target.body("lat0").decode(), BENCH_RUN_ID=f"{RUN_ID}-{label}",
+               BENCH_POST_LUA=str(WRK_POST))
+    cmd = [*pinned(LOAD_CPU), "wrk", "-t1", "-c32", f"-d{int(after) + 2}s", "--timeout", "5s", "-s", str(WRK_IDS),
+           target.url("lat0")]
+    load = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    time.sleep(after)
+    before_kill = proxy.health().get("log", {})
+    proxy.kill()
+    output, _ = load.communicate(timeout=60)
+    if locker is not None:
+        locker.execute("ROLLBACK")
+        locker.close()
+    answered = {line[3:].strip() for line in output.splitlines() if line.startswith("ID ")}
+    again = ModeProxy(upstream, tmp, mode, label + "-restart", db=proxy.db)
+    restart_s = again.startup_s
+    again.proc.stop()
+    logged = answered & logged_ids(proxy.db)
+    result = {"mode": mode, "locked": locked, "answered": len(answered), "logged": len(logged),
+              "lost": len(answered) - len(logged), "pending_at_kill": before_kill.get("pending"),
+              "restart_s": round(restart_s, 2)}
+    log(f"  kill -9 {mode:7} database {'locked' if locked else 'free  '}: answered {result['answered']:,}, "
+        f"logged {result['logged']:,}, lost {result['lost']:,} (restart with replay {restart_s:.1f}s)")
+    return result
+
+
+def report(results: dict[str, Any]) -> str:
+    lines = [f"load average at start {results['loadavg_start']}, at end {results['loadavg_end']}"]
+    if "cost" in results:
+        c = results["cost"]
+        lines += [
+            "", f"cost ({c['rounds']} interleaved rounds; medians; ratios and differences per round against none)", "",
+            "| durability | req/s c=32 | ÷ none | p50 c=32 ms | p99 c=32 ms | p50 c=1 ms | added p50 c=1 ms | errors | rows |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for mode, v in c["modes"].items():
+            lines.append(f"| {mode} | {v['rps']:,.0f} | {v['rps_over_none']:.3f} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} | "
+                         f"{v['c1_p50_ms']:.3f} | {v['c1_p50_added_ms']:+.3f} | {v['errors']} | {v['rows']:,} |")
+    if "kill" in results:
+        lines += ["", "kill -9 mid-load (wrk -c32), restart on the same database", "",
+                  "| durability | database | answered | logged | lost |", "|---|---|---|---|---|"]
+        for k in results["kill"]:
+            lines.append(f"| {k['mode']} | {'locked' if k['locked'] else 'free'} | {k['answered']:,} | {k['logged']:,} | {k['lost']:,} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="3 rounds of 2 s, 150 sequential calls")
+    p.add_argument("--rounds", type=int, help="interleaved rounds (default 5, quick 3)")
+    p.add_argument("--duration", type=float, help="seconds per wrk run (default 3, quick 2)")
+    p.add_argument("--calls", type=int, help="sequential calls per round (default 300, quick 150)")
+    p.add_argument("--kill-after", type=float, default=2.0, help="seconds of load before the SIGKILL")
+    p.add_argument("--skip-cost", action="store_true")
+    p.add_argument("--skip-kill", action="store_true")
+    p.add_argument("--out", type=Path, default=BENCH / "results" / "quick" / "durability.json")
+    args = p.parse_args(argv)
+    args.rounds = args.rounds or (3 if args.quick else 5)
+    args.duration = args.duration or (2.0 if args.quick else 3.0)
+    args.calls = args.calls or (150 if args.quick else 300)
+    if PINNING:
+        os.sched_setaffinity(0, {int(LOAD_CPU)})
+    tmp = BENCH / "results" / f"tmp-durability-{os.getpid()}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"machine": machine_info(), "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+                               "command": " ".join(["python bench/durability.py", *(argv if argv is not None else sys.argv[1:])])}
+    started = time.monotonic()
+    try:
+        upstream = Upstream(tmp)
+        if not args.skip_cost:
+            results["cost"] = cost(upstream, tmp, args)
+        if not args.skip_kill:
+            log(f"kill -9 after {args.kill_after:g}s of load, each mode, database free then locked")
+            results["kill"] = [kill_once(upstream, tmp, mode, locked, args.kill_after) for locked in (False, True) for mode in MODES]
+    finally:
+        Process.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+    results["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    results["seconds"] = round(time.monotonic() - started, 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(report(results))
+    print(f"\n{args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""What `/healthz` says about the log: `ok`, `degraded` (with the conditions that hold) or
+`refusing` (HTTP 503: the proxy refuses calls because it could not log them).
+
+Conditions, each true while it lasts:
+
+* `database_unwritable`: the last write to the database failed (locked, read-only, full, down);
+* `writer_behind`: a row has waited more than a second to reach the database;
+* `rows_only_on_disk`: rows wait in the journal only (past the memory bound), or journals left
+  by an earlier run are not in the database yet;
+* `journal_unwritable`: the journal cannot be written (or, with `power`, synced): new rows are
+  in memory only, and would not survive the death of the process;
+* `rows_lost`: rows were dropped since start (only with `serve_unlogged`, or at shutdown when
+  no disk took them);
+* `refusing_calls`: no row can be kept (journal unwritable, memory full): calls get 503.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .recorder import Recorder
+
+#: A row that has waited longer than this means the writer is behind.
+BEHIND_S = 1.0
+
+
+def health(recorder: Recorder) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, body) for `/healthz`."""
+    stats = recorder.stats()
+    backlog, commit = recorder.backlog, recorder.commit
+    checks = {
+        "database_unwritable": recorder.degraded,
+        "writer_behind": stats["lag_s"] > BEHIND_S,
+        "rows_only_on_disk": bool(backlog.on_disk_only or backlog.orphans),
+        "journal_unwritable": backlog.journal_down or bool(commit is not None and commit.failed),
+        "rows_lost": bool(stats["lost"]),
+        "refusing_calls": not recorder.accepting,
+    }
+    conditions = [name for name, holds in checks.items() if holds]
+    status = "refusing" if not recorder.accepting else "degraded" if conditions else "ok"
+    return (200 if recorder.accepting else 503), {"status": status, "conditions": conditions, "log": stats}

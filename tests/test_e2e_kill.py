@@ -1,0 +1,103 @@
+"""kill -9 under load: after a restart on the same database, every answered call has its row.
+
+32 connections call the real proxy (`python -m proxy serve`, the mock provider; every fourth
+call a stream) for a second and a half or more (until 300 calls were answered); then the process gets SIGKILL while calls are
+in flight. An answer counts when the client received it whole: a non-streamed body, or a
+stream through its last event (`data: [DONE]`). The proxy is started again on the same
+database and must hold a row for every answered request id, for the durabilities `process`
+and `power`, also when another connection held the SQLite write lock (`BEGIN EXCLUSIVE`)
+during the whole load and the kill. Durability `none` may lose rows: it is only run.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+
+import httpx
+import pytest
+
+from conftest import ProxyServer, start_proxy
+
+pytestmark = pytest.mark.timeout(90)
+
+CONNECTIONS = 32
+LOAD_SECONDS = 1.5  # at least; then until ENOUGH calls were answered, at most MAX_LOAD_SECONDS
+ENOUGH = 300
+MAX_LOAD_SECONDS = 8.0
+MAX_CALLS_PER_CONNECTION = 2_000  # a bound on the loop, far above what 1.5 s allows
+
+
+def load_then_kill(proxy: ProxyServer) -> tuple[list[str], int]:
+    """Call the proxy from 32 threads, SIGKILL it mid-load; the ids of the calls answered whole,
+    and how many of them were streams."""
+    answered: list[str] = []
+    streams = [0]
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def worker(n: int) -> None:
+        with httpx.Client(base_url=proxy.v1, timeout=10) as http:
+            for i in range(MAX_CALLS_PER_CONNECTION):
+                if stop.is_set():
+                    return
+                stream = i % 4 == 0
+                body = {"model": "mock/echo", "messages": [{"role": "user", "content": f"call {n}-{i}"}], "stream": stream}
+                try:
+                    with http.stream("POST", "/chat/completions", json=body) as response:
+                        text = response.read().decode()
+                except httpx.HTTPError:
+                    if not proxy.running():
+                        return
+                    continue
+                if response.status_code == 200 and (not stream or "data: [DONE]" in text):
+                    with lock:
+                        answered.append(response.headers["x-study-request-id"])
+                        streams[0] += stream
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(CONNECTIONS)]
+    for thread in threads:
+        thread.start()
+    began = time.monotonic()
+    while time.monotonic() - began < MAX_LOAD_SECONDS:  # a shared disk may make power's syncs slow
+        time.sleep(0.1)
+        if time.monotonic() - began >= LOAD_SECONDS and len(answered) >= ENOUGH:
+            break
+    proxy.process.kill()
+    proxy.process.wait(10)
+    stop.set()
+    for thread in threads:
+        thread.join(15)
+    return answered, streams[0]
+
+
+def lost_after_restart(proxy: ProxyServer, answered: list[str]) -> set[str]:
+    again = start_proxy(proxy.directory, env={k: v for k, v in proxy.env.items() if k.startswith("STUDY_")})
+    try:
+        logged = {row["request_id"] for row in again.log.query("SELECT request_id FROM inference_runs")}
+    finally:
+        again.stop_ok()
+    return set(answered) - logged
+
+
+@pytest.mark.parametrize("durability", ["process", "power", "none"])
+@pytest.mark.parametrize("locked", [False, True], ids=["free", "locked"])
+def test_kill_9_mid_load_loses_no_answered_call(proxy_factory, durability, locked):
+    proxy = proxy_factory(env={"STUDY_DURABILITY": durability})
+    locker = None
+    if locked:
+        locker = sqlite3.connect(proxy.db_path, isolation_level=None, timeout=5)
+        locker.execute("BEGIN EXCLUSIVE")
+    try:
+        answered, streams = load_then_kill(proxy)
+    finally:
+        if locker is not None:
+            locker.execute("ROLLBACK")
+            locker.close()
+    assert len(answered) >= 50 and streams >= 5, (len(answered), streams, proxy.output()[-2000:])
+    lost = lost_after_restart(proxy, answered)
+    print(f"durability {durability}, database {'locked' if locked else 'free'}: "
+          f"{len(answered)} answered ({streams} streams), {len(answered) - len(lost)} logged, {len(lost)} lost")
+    if durability != "none":
+        assert not lost, f"{len(lost)} of {len(answered)} answered calls have no row"
