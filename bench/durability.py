@@ -13,6 +13,13 @@ starts once no proxy uses CPU any more. Per round, a mode's req/s is divided by 
 its one-connection p50 has `none`'s subtracted; the tables show the medians of those, and of
 the raw figures.
 
+Then the same `process` and `none` proxies are loaded at the same time, both on core 0, each
+by its own wrk -c32 (--rounds runs of --duration seconds): the kernel gives each half of the
+core, so the ratio of their req/s is the ratio of their CPU cost per call, and whatever else
+the machine is doing weighs on both alike. On a shared 2-core machine, where throughput drifts
+by a quarter from one minute to the next, this ratio is steadier than the rounds above.
+(`power` is not paired: its answers wait for the disk, not for the core.)
+
 Kill -9: for each mode, a fresh proxy under wrk -c32 (bench/wrk/ids.lua prints the request id
 of every answer received whole) gets SIGKILL after --kill-after seconds; it is started again
 on the same database, which replays the journal; answered, logged and lost are counted. Then
@@ -32,6 +39,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -119,12 +127,34 @@ def cost(upstream: Upstream, tmp: Path, args: argparse.Namespace) -> dict[str, A
         }
     for conn in conns.values():
         conn.close()
+    out["paired"] = paired(proxies["none"], proxies["process"], pids, args)
     for mode, proxy in proxies.items():
         stats = proxy.health().get("log", {})
         proxy.proc.stop()
         out["modes"][mode]["rows"] = len(logged_ids(proxy.db))
         out["modes"][mode]["lost"] = stats.get("lost")
     return out
+
+
+def paired(none: ModeProxy, process: ModeProxy, pids: list[int], args: argparse.Namespace) -> dict[str, Any]:
+    """`none` and `process` under load at once, sharing core 0: the ratio of their req/s."""
+    log(f"paired: none and process loaded together on core 0, {args.rounds} runs of {args.duration:g}s")
+    runs = []
+    for _ in range(args.rounds):
+        settle(pids)
+        found: dict[str, dict[str, Any]] = {}
+        load = [threading.Thread(target=lambda p=p: found.update({p.mode: wrk(p.target.url("lat0"), p.target.body("lat0"),
+                                                                             32, args.duration)}))
+                for p in (none, process)]
+        for thread in load:
+            thread.start()
+        for thread in load:
+            thread.join()
+        runs.append({"none_rps": found["none"]["rps"], "process_rps": found["process"]["rps"],
+                     "ratio": found["process"]["rps"] / found["none"]["rps"]})
+        log(f"  none {runs[-1]['none_rps']:,.0f} req/s, process {runs[-1]['process_rps']:,.0f} req/s: "
+            f"{runs[-1]['ratio']:.3f}")
+    return {"process_over_none": med([r["ratio"] for r in runs]), "runs": runs}
 
 
 def kill_once(upstream: Upstream, tmp: Path, mode: str, locked: bool, after: float) -> dict[str, Any]:
@@ -172,6 +202,10 @@ def report(results: dict[str, Any]) -> str:
         for mode, v in c["modes"].items():
             lines.append(f"| {mode} | {v['rps']:,.0f} | {v['rps_over_none']:.3f} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} | "
                          f"{v['c1_p50_ms']:.3f} | {v['c1_p50_added_ms']:+.3f} | {v['errors']} | {v['rows']:,} |")
+        pair = c["paired"]
+        each = ", ".join(f"{r['ratio']:.3f}" for r in pair["runs"])
+        lines += ["", f"paired (none and process loaded at once on core 0, {len(pair['runs'])} runs): "
+                  f"process ÷ none {pair['process_over_none']:.3f} (runs: {each})"]
     if "kill" in results:
         lines += ["", "kill -9 mid-load (wrk -c32), restart on the same database", "",
                   "| durability | database | answered | logged | lost |", "|---|---|---|---|---|"]
