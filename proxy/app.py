@@ -48,7 +48,7 @@ class ProxyApp(Starlette):
         if not recorder.accepting and scope["path"].startswith(API_PATHS):
             await log_unavailable(recorder)(scope, receive, send)
             return
-        if recorder.waits_for_disk:  # durability "power": an answer leaves once its row is synced
+        if recorder.waits_for_disk:  # durability process or power: an answer leaves once its row is journaled
             send = recorder.durable_send(send)
         endpoint = self.direct.get(scope["path"])
         if endpoint is not None and scope["method"] == "POST":
