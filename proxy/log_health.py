@@ -1,5 +1,5 @@
-"""What `/healthz` says about the log: `ok`, `degraded` (with the conditions that hold) or
-`refusing` (HTTP 503: the proxy refuses calls because it could not log them).
+"""What `/healthz` says about the log: its counters, and `ok`, `degraded` (with the conditions
+that hold) or `refusing` (HTTP 503: the proxy refuses calls because it could not log them).
 
 Conditions, each true while it lasts:
 
@@ -16,6 +16,7 @@ Conditions, each true while it lasts:
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -23,6 +24,32 @@ if TYPE_CHECKING:
 
 #: A row that has waited longer than this means the writer is behind.
 BEHIND_S = 1.0
+
+
+def stats(recorder: Recorder) -> dict[str, Any]:
+    """The recorder's counters (the README's table of `/healthz` fields)."""
+    backlog = recorder.backlog
+    oldest = backlog.oldest()
+    return {
+        "durability": recorder.durability,
+        "pending": recorder.pending,
+        "in_memory": len(backlog.memory),
+        "memory_bytes": backlog.memory_bytes,
+        "memory_limit_bytes": backlog.memory_limit,
+        "on_disk_only": backlog.on_disk_only,
+        "lag_s": round(time.monotonic() - oldest, 3) if oldest is not None else 0.0,
+        "journal": str(recorder.journal.directory),
+        "journaled": backlog.journaled,
+        "earlier_journals": len(backlog.orphans),
+        "written": recorder.written,
+        "replayed": recorder.replayed,
+        "degraded": recorder.degraded,
+        "failed_batches": recorder.writer.failed_batches,
+        "refused": recorder.writer.refused,
+        "torn": recorder.torn,
+        "lost": recorder.lost + backlog.lost + recorder.writer.lost,
+        "refused_calls": recorder.refused_calls,
+    }
 
 
 def health(recorder: Recorder) -> tuple[int, dict[str, Any]]:

@@ -120,28 +120,8 @@ class Recorder:
         return self.commit is not None
 
     def stats(self) -> dict[str, Any]:
-        backlog = self.backlog
-        oldest = backlog.oldest()
-        return {
-            "durability": self.durability,
-            "pending": self.pending,
-            "in_memory": len(backlog.memory),
-            "memory_bytes": backlog.memory_bytes,
-            "memory_limit_bytes": backlog.memory_limit,
-            "on_disk_only": backlog.on_disk_only,
-            "lag_s": round(time.monotonic() - oldest, 3) if oldest is not None else 0.0,
-            "journal": str(self.journal.directory),
-            "journaled": backlog.journaled,
-            "earlier_journals": len(backlog.orphans),
-            "written": self.written,
-            "replayed": self.replayed,
-            "degraded": self._degraded,
-            "failed_batches": self.writer.failed_batches,
-            "refused": self.writer.refused,
-            "torn": self.torn,
-            "lost": self.lost + backlog.lost + self.writer.lost,
-            "refused_calls": self.refused_calls,
-        }
+        """The counters `/healthz` shows (`proxy.log_health`)."""
+        return log_health.stats(self)
 
     def health(self) -> tuple[int, dict[str, Any]]:
         """`/healthz`: (HTTP status, body); see `proxy.log_health`."""

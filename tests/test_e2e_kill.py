@@ -18,7 +18,7 @@ import time
 import httpx
 import pytest
 
-from conftest import ProxyServer, start_proxy
+from conftest import ProxyServer, fake_key, provider_env, start_proxy
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -101,3 +101,36 @@ def test_kill_9_mid_load_loses_no_answered_call(proxy_factory, durability, locke
           f"{len(answered)} answered ({streams} streams), {len(answered) - len(lost)} logged, {len(lost)} lost")
     if durability != "none":
         assert not lost, f"{len(lost)} of {len(answered)} answered calls have no row"
+
+
+def test_the_journal_a_killed_proxy_leaves_holds_its_rows_and_no_key(proxy_factory, fake_upstream_server):
+    """The journal holds whole rows, so it must be as free of keys as the database: calls with an
+    upstream key, proxy keys and a cookie, the database locked so that the rows stay in the
+    journal, then SIGKILL; the journal has every row and none of the secrets."""
+    upstream_key, alice_key, cookie = fake_key("sk-test-openai"), fake_key("sk-proxy-alice"), fake_key("cookie")
+    env = provider_env(fake_upstream_server, openai=upstream_key, ALICE_PROXY_KEY=alice_key)
+    proxy = proxy_factory(env=env, config='[clients]\nalice = { key_env = "ALICE_PROXY_KEY" }\n')
+    locker = sqlite3.connect(proxy.db_path, isolation_level=None, timeout=5)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        ids = []
+        with httpx.Client(base_url=proxy.v1, timeout=10) as http:
+            for i, stream in enumerate([False, True, False]):
+                response = http.post("/chat/completions", json={
+                    "model": "gpt-4o-mini", "stream": stream, "messages": [{"role": "user", "content": f"secret {i}"}]},
+                    headers={"Authorization": f"Bearer {alice_key}", "Cookie": f"session={cookie}"})
+                assert response.status_code == 200, response.text
+                ids.append(response.headers["x-study-request-id"])
+            refused = http.post("/chat/completions", json={"model": "gpt-4o-mini", "messages": []},
+                                headers={"Authorization": f"Bearer {upstream_key}"})  # a wrong proxy key: 401, a row
+            assert refused.status_code == 401
+            ids.append(refused.headers["x-study-request-id"])
+        proxy.process.kill()
+        proxy.process.wait(10)
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    journal = b"".join(p.read_bytes() for p in (proxy.directory / "log.db.journal").glob("*.jsonl"))
+    assert all(request_id.encode() in journal for request_id in ids)
+    for secret in (upstream_key, alice_key, cookie):
+        assert secret.encode() not in journal
