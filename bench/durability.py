@@ -169,11 +169,14 @@ def kill_once(upstream: Upstream, tmp: Path, mode: str, locked: bool, after: flo
                BENCH_POST_LUA=str(WRK_POST))
     cmd = [*pinned(LOAD_CPU), "wrk", "-t1", "-c32", f"-d{int(after) + 2}s", "--timeout", "5s", "-s", str(WRK_IDS),
            target.url("lat0")]
-    load = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    time.sleep(after)
-    before_kill = proxy.health().get("log", {})
-    proxy.kill()
-    output, _ = load.communicate(timeout=60)
+    ids_path = tmp / f"{label}.ids"  # a file, not a pipe: a full pipe would stop wrk mid-load
+    with open(ids_path, "w") as out:
+        load = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        time.sleep(after)
+        before_kill = proxy.health().get("log", {})
+        proxy.kill()
+        load.wait(60)
+    output = ids_path.read_text()
     if locker is not None:
         locker.execute("ROLLBACK")
         locker.close()

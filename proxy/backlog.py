@@ -130,14 +130,13 @@ class Backlog:
                       "calls are served unlogged (serve_unlogged)", self.lost, self.journal.directory,
                       self.journal_error)
 
-    def open_journal(self) -> bool:
+    def open_journal(self) -> None:
         try:
             self.journal.open()
         except OSError as exc:
             self.journal_failed(exc)
-            return False
-        self.journal_works()
-        return True
+        else:
+            self.journal_works()
 
     def retry_journal(self) -> None:
         """Every retry interval while the journal fails: open it again if need be, and let the

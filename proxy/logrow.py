@@ -1,9 +1,10 @@
 """One log row: the `inference_runs` row and its `attempts` rows, as Python values and as a line.
 
 The line is what the journal holds: `{"run": {...}, "attempts": [{...}, ...]}\\n`, one JSON
-object per call, with the tables' column names (`"run": null` carries attempts whose run is
-elsewhere). `render` turns a finished `CallRecord` into a `LogRow` once; the recorder keeps
-the values for the database and the journal keeps the line, so nothing is rendered twice.
+object per call, with the tables' column names (the spools of earlier versions hold the same
+lines, and `"run": null` for attempts whose run was elsewhere). `render` turns a finished
+`CallRecord` into a `LogRow` once; the recorder keeps the values for the database and the
+journal keeps the line, so nothing is rendered twice.
 `decode` reads lines back (from a journal of an earlier run, or rows that waited on disk),
 checking every column, so that a damaged line is set aside instead of reaching the database.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -66,16 +67,6 @@ def flatten(rows: Iterable[LogRow | tuple[Row, list[Row]]]) -> tuple[list[Row], 
         runs.append(run)
         attempt_rows.extend(its)
     return runs, attempt_rows
-
-
-def encode(runs: Sequence[Row], attempt_rows: Sequence[Row] = ()) -> bytes:
-    """Journal lines for a batch: one per run, carrying that run's attempts."""
-    by_request: dict[Any, list[Row]] = {}
-    for attempt in attempt_rows:
-        by_request.setdefault(attempt.get("request_id"), []).append(attempt)
-    parts = [dump_line({"run": run, "attempts": by_request.pop(run.get("request_id"), [])}) for run in runs]
-    parts += [dump_line({"run": None, "attempts": orphans}) for orphans in by_request.values()]
-    return b"".join(parts)
 
 
 def dump_line(item: Any) -> bytes:
