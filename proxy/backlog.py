@@ -84,6 +84,14 @@ class Backlog:
         self.memory_bytes += size
         return True
 
+    def keep(self, records: list[CallRecord]) -> None:
+        """Keep records in memory as they are, for the writer to render."""
+        now = time.monotonic()
+        for record in records:
+            size = _record_size(record)
+            self.memory.append((record, size, now))
+            self.memory_bytes += size
+
     def place_batch(self, records: list[CallRecord]) -> bool:
         """Render the records, append their lines with one write, keep the rows; False if some
         row had no place."""

@@ -176,8 +176,12 @@ class Recorder:
     def _write_queued(self) -> None:
         """The group commit's write: every record submitted since the last one, in one append."""
         records, self._queued = self._queued, []
-        if records and not self.backlog.place_batch(records):
-            self._unplaced()
+        try:
+            if records and not self.backlog.place_batch(records):
+                self._unplaced()
+        except Exception:  # a bug must not cost the rows: they wait in memory as records
+            log.exception("could not journal %d log rows; keeping them in memory", len(records))
+            self.backlog.keep(records)
         self._wakeup.set()
 
     async def stop(self, timeout: float | None = None) -> None:

@@ -672,3 +672,27 @@ def test_start_with_an_unreachable_database_degrades_and_recovers(tmp_path, monk
     first = asyncio.run(go())
     assert ids(db) == [first]
     assert len([w for w in messages(caplog) if "cannot write the log database" in w]) == 1
+
+
+def test_a_bug_while_journaling_does_not_cost_the_rows(tmp_path, monkeypatch, caplog):
+    from proxy.backlog import Backlog
+
+    def broken(self, records):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Backlog, "place_batch", broken)
+
+    async def go():
+        store = Store(str(tmp_path / "log.db"))
+        recorder = Recorder(store)
+        await recorder.start()
+        submitted = [finished(i) for i in range(3)]
+        for r in submitted:
+            recorder.submit(r)
+        await recorder.stop()
+        await store.dispose()
+        return [r.request_id for r in submitted]
+
+    submitted = asyncio.run(go())
+    assert ids(tmp_path / "log.db") == submitted
+    assert any("could not journal 3 log rows" in m for m in messages(caplog, logging.ERROR))
