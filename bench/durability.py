@@ -8,11 +8,11 @@ Cost: one proxy per mode (`none`, `process`, `power`), each on a fresh SQLite fi
 started at once and pinned to core 0 (the fake upstream, wrk and this script on core 1), the
 0 ms fake upstream behind the `openai` provider, full logging. Each of --rounds rounds runs
 wrk -t1 -c32 for --duration seconds against each mode, in an order that rotates from round to
-round (req/s, p50, p99); then each of --blocks blocks makes --calls sequential calls on one
-keep-alive connection to each mode, rotating likewise (p50 at one connection). Each
-measurement starts once no proxy uses CPU any more. Per round (block), a mode's req/s is
-divided by `none`'s (its p50 has `none`'s subtracted); the tables show the medians of those,
-and of the raw figures.
+round (req/s, p50, p99), each run once no proxy uses CPU any more; a mode's req/s is divided
+by `none`'s per round, and the table shows the medians of those ratios and of the figures.
+Then --calls sequential calls go to each mode on a keep-alive connection each, one call to
+each mode in turn (the order rotating), so that the machine's drift from one second to the
+next weighs on all modes alike; "added p50" is a mode's p50 minus `none`'s.
 
 Then the same `process` and `none` proxies are loaded at the same time, both on core 0, each
 by its own wrk -c32 (--rounds runs of --duration seconds): the kernel gives each half of the
@@ -97,8 +97,8 @@ def sequential(conn: clients.Conn, target: Target, calls: int) -> list[float]:
 
 
 def cost(upstream: Upstream, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
-    log(f"cost: {len(MODES)} proxies; {args.rounds} rounds of wrk -c32 {args.duration:g}s, "
-        f"{args.blocks} blocks of {args.calls} sequential calls, per mode")
+    log(f"cost: {len(MODES)} proxies; {args.rounds} rounds of wrk -c32 {args.duration:g}s per mode, "
+        f"then {args.calls} sequential calls to each, one mode after the other")
     proxies = {mode: ModeProxy(upstream, tmp, mode, f"cost-{mode}") for mode in MODES}
     pids = [p.proc.pid for p in proxies.values()]
     conns = {mode: clients.Conn("127.0.0.1", p.port) for mode, p in proxies.items()}
@@ -113,23 +113,24 @@ def cost(upstream: Upstream, tmp: Path, args: argparse.Namespace) -> dict[str, A
             run = wrk(target.url("lat0"), target.body("lat0"), 32, args.duration)
             rounds[mode].append({"rps": run["rps"], "p50_ms": run["p50_ms"], "p99_ms": run["p99_ms"], "errors": run["errors"]})
         log("  round %d: %s" % (r + 1, ", ".join(f"{m} {rounds[m][-1]['rps']:,.0f} req/s" for m in MODES)))
-    blocks: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
-    for b in range(args.blocks):  # short blocks, often interleaved: the drift of the machine cancels out
-        for mode in rotate(list(MODES), b):
-            settle(pids)
-            lat = sequential(conns[mode], proxies[mode].target, args.calls)
-            blocks[mode].append({"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99)})
-    out: dict[str, Any] = {"rounds": args.rounds, "duration_s": args.duration, "blocks": args.blocks,
-                           "calls": args.calls, "modes": {}}
+    settle(pids)
+    for mode, proxy in proxies.items():
+        conns[mode].open()
+        conns[mode].call(proxy.target.request("lat0"))  # fresh connections, warmed by one untimed call
+    calls: dict[str, list[float]] = {mode: [] for mode in MODES}
+    for i in range(args.calls):  # one call to each mode in turn: the drift of the machine cancels out
+        for mode in rotate(list(MODES), i):
+            calls[mode].append(conns[mode].call(proxies[mode].target.request("lat0"))[1] / 1e6)
+    out: dict[str, Any] = {"rounds": args.rounds, "duration_s": args.duration, "calls": args.calls, "modes": {}}
     for mode in MODES:
-        rs, bs = rounds[mode], blocks[mode]
+        rs = rounds[mode]
         out["modes"][mode] = {
             "rps": med([x["rps"] for x in rs]), "p50_ms": med([x["p50_ms"] for x in rs]),
             "p99_ms": med([x["p99_ms"] for x in rs]), "errors": sum(x["errors"] for x in rs),
             "rps_over_none": med([x["rps"] / n["rps"] for x, n in zip(rs, rounds["none"])]),
-            "c1_p50_ms": med([x["p50_ms"] for x in bs]), "c1_p99_ms": med([x["p99_ms"] for x in bs]),
-            "c1_p50_added_ms": med([x["p50_ms"] - n["p50_ms"] for x, n in zip(bs, blocks["none"])]),
-            "runs": rs, "blocks": bs,
+            "c1_p50_ms": pct(calls[mode], 50), "c1_p99_ms": pct(calls[mode], 99),
+            "c1_p50_added_ms": pct(calls[mode], 50) - pct(calls["none"], 50),
+            "runs": rs,
         }
     for conn in conns.values():
         conn.close()
@@ -204,8 +205,8 @@ def report(results: dict[str, Any]) -> str:
     if "cost" in results:
         c = results["cost"]
         lines += [
-            "", f"cost (req/s: {c['rounds']} interleaved rounds of wrk -c32 {c['duration_s']:g}s; c=1: {c['blocks']} "
-            f"interleaved blocks of {c['calls']} calls; medians; ratios and differences per round or block against none)", "",
+            "", f"cost (req/s: {c['rounds']} interleaved rounds of wrk -c32 {c['duration_s']:g}s, medians of the values and "
+            f"of the ratios per round; c=1: {c['calls']} calls per mode, interleaved call by call, p50 of each)", "",
             "| durability | req/s c=32 | ÷ none | p50 c=32 ms | p99 c=32 ms | p50 c=1 ms | added p50 c=1 ms | errors | rows |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
@@ -229,15 +230,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer rounds and blocks")
     p.add_argument("--rounds", type=int, help="interleaved wrk rounds, and paired runs (default 9, quick 3)")
     p.add_argument("--duration", type=float, default=2.0, help="seconds per wrk run (default 2)")
-    p.add_argument("--blocks", type=int, help="interleaved blocks of sequential calls (default 30, quick 10)")
-    p.add_argument("--calls", type=int, default=50, help="sequential calls per block (default 50)")
+    p.add_argument("--calls", type=int, help="sequential calls per mode, interleaved call by call (default 3000, quick 1000)")
     p.add_argument("--kill-after", type=float, default=2.0, help="seconds of load before the SIGKILL")
     p.add_argument("--skip-cost", action="store_true")
     p.add_argument("--skip-kill", action="store_true")
     p.add_argument("--out", type=Path, default=BENCH / "results" / "quick" / "durability.json")
     args = p.parse_args(argv)
     args.rounds = args.rounds or (3 if args.quick else 9)
-    args.blocks = args.blocks or (10 if args.quick else 30)
+    args.calls = args.calls or (1000 if args.quick else 3000)
     if PINNING:
         os.sched_setaffinity(0, {int(LOAD_CPU)})
     tmp = BENCH / "results" / f"tmp-durability-{os.getpid()}"

@@ -48,8 +48,17 @@ class ProxyApp(Starlette):
         if not recorder.accepting and scope["path"].startswith(API_PATHS):
             await log_unavailable(recorder)(scope, receive, send)
             return
-        if recorder.waits_for_disk:  # durability process or power: an answer leaves once its row is journaled
-            send = recorder.durable_send(send)
+        commit = recorder.commit
+        if commit is None:
+            await self._dispatch(scope, receive, send)
+            return
+        commit.active += 1  # durability process or power: an answer leaves once its row is journaled
+        try:
+            await self._dispatch(scope, receive, commit.durable_send(send))
+        finally:
+            commit.active -= 1
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = self.direct.get(scope["path"])
         if endpoint is not None and scope["method"] == "POST":
             scope["app"] = self
@@ -78,6 +87,7 @@ def create_app(settings: Settings) -> ProxyApp:
                         memory_bytes=policy.memory_bytes, serve_unlogged=policy.serve_unlogged)
     client = UpstreamClient(settings.timeouts.connect, settings.timeouts.first_byte)
     api = ProxyAPI(settings, build_providers(settings), client, recorder)
+    recorder.pricer = api.pricer  # rows read back from a journal are priced as the live ones
     routes: list = api.routes()
     datasette = ui_copy = None
     if settings.ui and (store.path is not None or store.dialect == "postgresql"):

@@ -1,11 +1,11 @@
 """The rows accepted but not yet in the database: where each one waits, and the order they leave in.
 
 * durability `process` or `power`: the recorder hands over, once per turn of the event loop,
-  every record finished meanwhile (`place_batch`): they are rendered (`logrow.render`) in one
-  loop, their lines appended to the journal with one write, and the rows kept in memory;
-* durability `none`: each record is kept in memory as it is (`place`) and rendered by the
-  writer later, off the response path, as before the journal existed;
-* memory is bounded in bytes (a row counts its JSON line, a record its texts). Past the bound,
+  every record finished meanwhile (`place_batch`): their journal lines (`logrow.journal_line`)
+  are appended with one write, and the records kept in memory;
+* durability `none`: each record is kept in memory as it is (`place`), on no disk;
+* either way the writer renders the rows later, many at a time (`take`). Memory is bounded in
+  bytes (a record counts its journal line, or its texts when it has none). Past the bound,
   rows go to the journal only (`spill`): from then on every new row does, until the writer has
   read them all back, so they stay in order and memory stays flat.
 
@@ -31,14 +31,17 @@ from itertools import islice
 from typing import Any
 
 from .journal import Journal, Segment, read_lines
-from .logrow import LogRow, Row, decode, describe, flatten, render, rows_of
+from .logrow import Row, decode, describe, flatten, journal_line, rows_of
 from .orphans import Orphan
+from .pricing import Pricer
 from .record import CallRecord
 
 log = logging.getLogger("proxy.recorder")
 
 #: What a record held in memory is taken to cost besides its texts (dicts, timings, attempts).
 RECORD_OVERHEAD_BYTES = 1024
+
+Entry = tuple[CallRecord, int, float, Segment | None]  # record, bytes, when, journal file holding it
 #: At most one "rows lost" error per this many seconds (with the running count).
 LOST_LOG_INTERVAL_S = 10.0
 
@@ -61,8 +64,9 @@ class Backlog:
         self.journal = journal
         self.memory_limit = memory_limit
         self.keep_unplaced = keep_unplaced
-        self.memory: deque[tuple[LogRow | CallRecord, int, float]] = deque()  # (row, bytes, when)
+        self.memory: deque[Entry] = deque()
         self.memory_bytes = 0
+        self.pricer: Pricer | None = None  # for records read back from a journal
         self.spill: tuple[Segment, int] | None = None  # the first row that is only on disk
         self.spill_since = 0.0
         self.on_disk_only = 0
@@ -76,43 +80,42 @@ class Backlog:
     # -- placing a row ---------------------------------------------------------------------
 
     def place(self, record: CallRecord) -> bool:
-        """`none`: keep the record in memory as it is; past the bound, its row goes to the journal."""
+        """`none`: keep the record in memory as it is; past the bound, it goes to the journal."""
         if self.memory_bytes >= self.memory_limit or self.spill is not None:
             return self.place_batch([record])
         size = _record_size(record)
-        self.memory.append((record, size, time.monotonic()))
+        self.memory.append((record, size, time.monotonic(), None))
         self.memory_bytes += size
         return True
 
     def keep(self, records: list[CallRecord]) -> None:
-        """Keep records in memory as they are, for the writer to render."""
+        """Keep records in memory as they are, on no disk."""
         now = time.monotonic()
         for record in records:
             size = _record_size(record)
-            self.memory.append((record, size, now))
+            self.memory.append((record, size, now, None))
             self.memory_bytes += size
 
     def place_batch(self, records: list[CallRecord]) -> bool:
-        """Render the records, append their lines with one write, keep the rows; False if some
-        row had no place."""
-        rows = [render(record) for record in records]
-        data = rows[0].line if len(rows) == 1 else b"".join(row.line for row in rows)
+        """Append the records' journal lines with one write and keep the records; False if
+        some row had no place."""
+        lines = [journal_line(record) for record in records]
+        data = lines[0] if len(lines) == 1 else b"".join(lines)
         segment = None
         if self.journal_error is None and self.journal.is_open:
             try:
-                segment = self.journal.append(data, len(rows))
+                segment = self.journal.append(data, len(lines))
             except OSError as exc:
                 self.journal_failed(exc)
             else:
-                self.journaled += len(rows)
+                self.journaled += len(lines)
                 if self.journal_down:
                     self.journal_works()
         offset = segment.size - len(data) if segment is not None else 0
         now, placed = time.monotonic(), True
-        for row in rows:
-            size = len(row.line)
+        for record, line in zip(records, lines):
+            size = len(line)
             if segment is not None:
-                row.segment = segment
                 if self.spill is not None or self.memory_bytes + size > self.memory_limit:
                     if self.spill is None:
                         self.spill, self.spill_since = (segment, offset), now
@@ -125,7 +128,7 @@ class Backlog:
                 if not self.keep_unplaced:
                     self._lose()
                     continue
-            self.memory.append((row, size, now))
+            self.memory.append((record, size, now, segment))
             self.memory_bytes += size
         return placed
 
@@ -200,12 +203,12 @@ class Backlog:
                 self.orphans.pop(0)
                 continue
             batch = Batch("earlier", [], [], len(lines), offset, torn=b"" if lines else torn)  # torn: at the end
-            batch.runs, batch.attempts = decode(lines, batch.bad)
+            batch.runs, batch.attempts = decode(lines, batch.bad, self.pricer)
             return batch
         if self.memory:
-            entries = [entry for entry, _, _ in islice(self.memory, limit)]
-            runs, attempt_rows = flatten(e if isinstance(e, LogRow) else rows_of(e) for e in entries)
-            return Batch("memory", runs, attempt_rows, len(entries))
+            records = [record for record, _, _, _ in islice(self.memory, limit)]
+            runs, attempt_rows = flatten(rows_of(record) for record in records)  # rendered many at a time
+            return Batch("memory", runs, attempt_rows, len(records))
         if self.spill is not None:
             return await self._read_back(limit)
         return None
@@ -215,9 +218,8 @@ class Backlog:
         if batch.source == "memory":
             settled: dict[Segment, int] = {}
             for _ in range(batch.taken):
-                row, size, _ = self.memory.popleft()
+                _, size, _, segment = self.memory.popleft()
                 self.memory_bytes -= size
-                segment = row.segment if isinstance(row, LogRow) else None
                 if segment is not None:
                     settled[segment] = settled.get(segment, 0) + 1
             for segment, count in settled.items():
@@ -252,40 +254,36 @@ class Backlog:
             assert segment is not None
         lines, offset, _ = await asyncio.to_thread(read_lines, segment.path, offset, stop, limit)
         batch = Batch("disk", [], [], len(lines), (segment, offset))
-        batch.runs, batch.attempts = decode(lines, batch.bad)
+        batch.runs, batch.attempts = decode(lines, batch.bad, self.pricer)
         return batch
 
     # -- shutdown --------------------------------------------------------------------------
 
     def close(self) -> tuple[int, int]:
-        """At shutdown: rows in memory that are on no disk are appended to the journal, which
+        """At shutdown: records in memory that are on no disk are appended to the journal, which
         then keeps what is not in the database. Returns (rows left on disk, rows lost)."""
-        rows = []
-        for entry, _, _ in self.memory:
-            row = entry if isinstance(entry, LogRow) else render(entry)
-            if row.segment is None:
-                rows.append(row)
+        lines = [journal_line(record) for record, _, _, segment in self.memory if segment is None]
         self.memory.clear()
         self.memory_bytes = 0
-        lost = self.append_now(rows)
+        lost = self.append_now(lines)
         left = self.journal.close()
         for orphan in self.orphans:
             orphan.release()
         return left, lost
 
-    def append_now(self, rows: list[LogRow]) -> int:
-        """Append rows at once, opening the journal if need be; returns how many were lost."""
+    def append_now(self, lines: list[bytes]) -> int:
+        """Append lines at once, opening the journal if need be; returns how many were lost."""
         done = 0
         try:
-            if rows and not self.journal.is_open:
+            if lines and not self.journal.is_open:
                 self.journal.open()
-            for row in rows:
-                self.journal.append(row.line)
+            for line in lines:
+                self.journal.append(line)
                 done += 1
         except OSError as exc:
             log.error("%d log rows LOST: neither the database nor the journal %s could take them (%s)",
-                      len(rows) - done, self.journal.directory, describe(exc))
-        return len(rows) - done
+                      len(lines) - done, self.journal.directory, describe(exc))
+        return len(lines) - done
 
 
 def _record_size(record: CallRecord) -> int:

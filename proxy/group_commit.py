@@ -2,12 +2,14 @@
 answers wait for it (durabilities `process` and `power`).
 
 `submitted()` hands each row a ticket (a running count) and schedules one `flush` for the
-next turn of the loop; the flush renders every row submitted meanwhile and appends them with
-one write (the recorder's `write`). An answer's `send` goes through `durable_send`, which waits
-until its row's ticket is written, and with `power` also synced: one fdatasync at a time, in
-a thread of its own, covering every row written before it started. So under load one write
-and one sync carry many calls, and rows are rendered in a tight loop rather than one by one
-between network events, which on the proxy's core cost a fifth of a call more (bench/README.md).
+next turn of the loop; the flush appends the journal lines of every row submitted meanwhile
+with one write (the recorder's `write`). An answer's `send` goes through `durable_send`, which
+waits until its row's ticket is written, and with `power` also synced: one fdatasync at a
+time, in a thread of its own, covering every row written before it started. Under load one
+write and one sync carry the rows of many calls; a call alone in the proxy writes its row at
+once instead of waiting for company (`active`, counted by the app). Writing each row with a
+write of its own between network events cost the proxy several times more (bench/README.md,
+"Durability").
 
 A failed sync is logged and the answers still go (holding them forever would not make the
 rows safer); `failed` tells `/healthz`.
@@ -44,6 +46,7 @@ class GroupCommit:
         self.written = 0  # tickets in the journal
         self.synced = 0  # tickets synced to disk (power)
         self.failed: str | None = None  # the last sync error, until a sync succeeds
+        self.active = 0  # calls in progress (the app counts them)
         self._scheduled = False
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()  # (ticket, future), tickets rising
         self._sync_task: asyncio.Task[None] | None = None
@@ -60,11 +63,10 @@ class GroupCommit:
         LAST_TICKET.set(self.queued)
         if not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+            asyncio.get_running_loop().call_soon(self._scheduled_flush)
 
     def flush(self) -> None:
         """Write every row submitted so far, then let their answers go (or sync them first)."""
-        self._scheduled = False
         target = self.queued
         if target == self.written:
             return
@@ -77,14 +79,26 @@ class GroupCommit:
             elif self._sync_task is None:
                 self._sync_task = asyncio.get_running_loop().create_task(self._sync_all(), name="journal-fsync")
 
+    def _scheduled_flush(self) -> None:
+        self._scheduled = False
+        self.flush()
+
     def durable_send(self, send: Send) -> Send:
-        """`send`, made to wait until the last row this task submitted is durable."""
+        """`send`, made to wait until the last row this task submitted is durable.
+
+        A call alone in the proxy (`active` counts the calls in progress) has no company to
+        wait for: its rows are written at once, without the two turns of the loop a wait takes.
+        """
 
         async def wait_then_send(message: Message) -> None:
-            if LAST_TICKET.get() > self.durable:
-                future = asyncio.get_running_loop().create_future()
-                self._waiters.append((self.queued, future))  # queued only grows: the deque stays sorted
-                await future
+            ticket = LAST_TICKET.get()
+            if ticket > self.durable:
+                if ticket > self.written and self.active <= 1:
+                    self.flush()
+                if ticket > self.durable:
+                    future = asyncio.get_running_loop().create_future()
+                    self._waiters.append((self.queued, future))  # queued only grows: the deque stays sorted
+                    await future
             await send(message)
 
         return wait_then_send

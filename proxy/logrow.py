@@ -1,51 +1,68 @@
-"""One log row: the `inference_runs` row and its `attempts` rows, as Python values and as a line.
+"""A call's log row, and the line that keeps it in the journal until the database has it.
 
-The line is what the journal holds: `{"run": {...}, "attempts": [{...}, ...]}\\n`, one JSON
-object per call, with the tables' column names (the spools of earlier versions hold the same
-lines, and `"run": null` for attempts whose run was elsewhere). `render` turns a finished
-`CallRecord` into a `LogRow` once; the recorder keeps the values for the database and the
-journal keeps the line, so nothing is rendered twice.
-`decode` reads lines back (from a journal of an earlier run, or rows that waited on disk),
-checking every column, so that a damaged line is set aside instead of reaching the database.
+The journal holds one JSON line per call. Normally it is the call's facts, the `CallRecord`'s
+fields as they are (`{"record": {...}}`): serializing them is plain data for orjson, a
+quarter of what rendering the row costs (`CallRecord.rows()`: prompt text, parsed answer,
+cost, ~30 columns), and it happens before the answer leaves, while the rows are rendered later
+by the writer, many at a time, off the response path, exactly as when nothing is journaled.
+When the facts cannot be kept exactly (an answer that is not valid UTF-8, a value orjson
+refuses), the line holds the rendered rows instead, `{"run": {...}, "attempts": [...]}`, the
+format of the spool files of earlier versions (with `"run": null` for attempts alone).
+
+`decode` reads lines of either kind back (journals of dead processes, rows that waited on
+disk) into rows, checking every column of rendered rows and rendering records again with the
+proxy's pricer, so that a damaged line is set aside instead of reaching the database.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Iterable
+from operator import attrgetter
 from typing import Any
 
 import orjson
 
-from .record import CallRecord
+from .pricing import Pricer
+from .record import Attempt, CallRecord
 from .store import attempts, inference_runs
 
 log = logging.getLogger("proxy.recorder")
 
 Row = dict[str, Any]
+Rows = tuple[Row, list[Row]]  # one call: its run row and its attempt rows
+
+#: The fields a record line keeps (the pricer is kept as whether there was one).
+FIELDS = tuple(f.name for f in dataclasses.fields(CallRecord) if f.name != "pricer")
+_facts = attrgetter(*FIELDS)
+_ATTEMPT_FIELDS = frozenset(f.name for f in dataclasses.fields(Attempt))
 
 
-class LogRow:
-    """A rendered call: `run` and `attempts` for the database, `line` for the journal.
-
-    `segment` is the journal file holding the line (None while it is on no disk); the
-    recorder tells that segment once the row is in the database.
-    """
-
-    __slots__ = ("run", "attempts", "line", "segment")
-
-    def __init__(self, run: Row, attempt_rows: list[Row], line: bytes) -> None:
-        self.run = run
-        self.attempts = attempt_rows
-        self.line = line
-        self.segment: Any = None
+def journal_line(record: CallRecord) -> bytes:
+    """The record's facts as one line; its rendered rows if they cannot be kept exactly."""
+    facts = dict(zip(FIELDS, _facts(record)))
+    facts["pricer"] = record.pricer is not None
+    if record.response_body is not None:  # surrogateescape: any byte comes back as it was
+        facts["response_body"] = record.response_body.decode("utf-8", "surrogateescape")
+    try:
+        return orjson.dumps({"record": facts}, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:  # lone surrogates (bytes that are not UTF-8), an integer past 64 bits, ...
+        run, attempt_rows = rows_of(record)
+        return dump_line({"run": run, "attempts": attempt_rows})
 
 
-def render(record: CallRecord) -> LogRow:
-    """The record's rows and journal line; a failure to render still gives a row."""
-    run, attempt_rows = rows_of(record)
-    return LogRow(run, attempt_rows, dump_line({"run": run, "attempts": attempt_rows}))
+def record_from(facts: dict[str, Any], pricer: Pricer | None) -> CallRecord:
+    """A record line's facts → the `CallRecord` again (raises on a damaged line)."""
+    priced = bool(facts.get("pricer"))
+    fields = {name: facts[name] for name in FIELDS if name in facts}
+    body = fields.get("response_body")
+    if isinstance(body, str):
+        fields["response_body"] = body.encode("utf-8", "surrogateescape")
+    fields["attempts"] = [Attempt(**{k: v for k, v in a.items() if k in _ATTEMPT_FIELDS})
+                          for a in fields.get("attempts") or []]
+    return CallRecord(**fields, pricer=pricer if priced else None)
 
 
 def rows_of(record: CallRecord) -> tuple[Row, list[Row]]:
@@ -58,12 +75,11 @@ def rows_of(record: CallRecord) -> tuple[Row, list[Row]]:
         return _fallback_rows(record, exc), []
 
 
-def flatten(rows: Iterable[LogRow | tuple[Row, list[Row]]]) -> tuple[list[Row], list[Row]]:
+def flatten(rows: Iterable[Rows]) -> tuple[list[Row], list[Row]]:
     """Rows → (runs, attempt rows), the two lists `Store.write` takes."""
     runs: list[Row] = []
     attempt_rows: list[Row] = []
-    for row in rows:
-        run, its = (row.run, row.attempts) if isinstance(row, LogRow) else row
+    for run, its in rows:
         runs.append(run)
         attempt_rows.extend(its)
     return runs, attempt_rows
@@ -77,11 +93,10 @@ def dump_line(item: Any) -> bytes:
         return json.dumps(item, default=str, ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n"
 
 
-def decode(lines: Iterable[bytes], bad: list[bytes] | None = None) -> tuple[list[Row], list[Row]]:
-    """Journal lines → (runs, attempt rows), every row with exactly its table's columns.
-
-    A line that is not JSON, or whose rows lack a required column, goes to `bad`.
-    """
+def decode(lines: Iterable[bytes], bad: list[bytes] | None = None,
+           pricer: Pricer | None = None) -> tuple[list[Row], list[Row]]:
+    """Journal lines → (runs, attempt rows): records rendered (with `pricer`), rendered rows
+    checked to have exactly their table's columns. A line that cannot be read goes to `bad`."""
     runs: list[Row] = []
     attempt_rows: list[Row] = []
     for line in lines:
@@ -89,16 +104,18 @@ def decode(lines: Iterable[bytes], bad: list[bytes] | None = None) -> tuple[list
             continue
         try:
             item = orjson.loads(line)
-            run, item_attempts = item.get("run"), item.get("attempts") or []
-            cleaned_run = _clean(RUN_COLUMNS, run) if run is not None else None
-            cleaned_attempts = [_clean(ATTEMPT_COLUMNS, a) for a in item_attempts]
-        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+            if "record" in item:
+                run, its = rows_of(record_from(item["record"], pricer))
+            else:
+                run = _clean(RUN_COLUMNS, item["run"]) if item.get("run") is not None else None
+                its = [_clean(ATTEMPT_COLUMNS, a) for a in item.get("attempts") or []]
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
             if bad is not None:
                 bad.append(line)
             continue
-        if cleaned_run is not None:
-            runs.append(cleaned_run)
-        attempt_rows.extend(cleaned_attempts)
+        if run is not None:
+            runs.append(run)
+        attempt_rows.extend(its)
     return runs, attempt_rows
 
 

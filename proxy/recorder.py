@@ -4,16 +4,18 @@ The road of a row:
 
 1. the handler finishes a `CallRecord` and calls `Recorder.submit` (via `ProxyAPI.submit`,
    or `RelayedStream` before a stream's last event), before the answer leaves;
-2. durability `process` or `power`: at the next turn of the event loop, `GroupCommit`
-   (`proxy.group_commit`) has the backlog render every record submitted meanwhile
-   (`proxy.logrow`) and append their lines to this process's journal with one write
-   (`proxy.journal`), which makes them safe from the death of the process; `power` also
-   fdatasyncs them. Their answers wait for that (`durable_send`);
-3. the backlog (`proxy.backlog`) keeps the rows in memory, bounded in bytes; past the bound,
-   on disk only. With `none`, records wait in memory as they are and reach no disk first;
-4. the one writer task takes batches from the backlog (a small batch first waits `linger`,
-   20 ms, for company) and writes each in one transaction (`proxy.log_writer`, then
-   `proxy.store`: one SQLite writer thread);
+2. durability `process` or `power`: at the next turn of the event loop (at once when the
+   call is alone), `GroupCommit` (`proxy.group_commit`) has the backlog append the journal
+   lines of every record submitted meanwhile (`proxy.logrow`: the record's facts) to this
+   process's journal with one write (`proxy.journal`), which makes them safe from the death
+   of the process; `power` also fdatasyncs them. Their answers wait for that
+   (`GroupCommit.durable_send`, which the app puts around every request's `send`);
+3. the backlog (`proxy.backlog`) keeps the records in memory, bounded in bytes; past the
+   bound, on disk only. With `none`, records wait in memory and reach no disk first;
+4. the one writer task takes batches from the backlog, renders their rows many at a time
+   (`CallRecord.rows()`; a small batch first waits `linger`, 20 ms, for company) and writes
+   each batch in one transaction (`proxy.log_writer`, then `proxy.store`: one SQLite
+   writer thread);
 5. once a batch is committed, the journal deletes the files whose rows are all in the
    database. At the next start, journals left by dead processes are written first
    (`proxy.orphans`); rows are keyed by request id and never written twice.
@@ -32,16 +34,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from starlette.types import Send
-
 from . import log_health
 from .backlog import Backlog, Batch
 from .config import DURABILITY_MODES, LogPolicy
 from .group_commit import GroupCommit
 from .journal import Journal
 from .log_writer import BatchWriter
-from .logrow import describe, render
+from .logrow import describe, journal_line
 from .orphans import adopt
+from .pricing import Pricer
 from .record import CallRecord
 from .store import Store
 
@@ -105,6 +106,15 @@ class Recorder:
     # -- state -----------------------------------------------------------------------------
 
     @property
+    def pricer(self) -> Pricer | None:
+        """Prices the rows of records read back from a journal (the proxy's own pricer)."""
+        return self.backlog.pricer
+
+    @pricer.setter
+    def pricer(self, pricer: Pricer | None) -> None:
+        self.backlog.pricer = pricer
+
+    @property
     def degraded(self) -> bool:
         """True while the database cannot be written."""
         return self._degraded
@@ -113,11 +123,6 @@ class Recorder:
     def pending(self) -> int:
         """Rows not yet in the database (submitted this turn of the loop, in memory, or only on disk)."""
         return len(self._queued) + len(self.backlog)
-
-    @property
-    def waits_for_disk(self) -> bool:
-        """Answers wait for their rows to be journaled (`process`, `power`): wrap `send` with `durable_send`."""
-        return self.commit is not None
 
     def stats(self) -> dict[str, Any]:
         """The counters `/healthz` shows (`proxy.log_health`)."""
@@ -156,7 +161,7 @@ class Recorder:
 
     def submit(self, record: CallRecord) -> None:
         """Keep a finished record's row; with `process` and `power`, journaled at the next turn
-        of the event loop, before the answer leaves (`durable_send`). Returns at once."""
+        of the event loop, before the answer leaves (`GroupCommit.durable_send`). Returns at once."""
         if self._stopped:
             self._late(record)
             return
@@ -167,11 +172,6 @@ class Recorder:
         if not self.backlog.place(record):
             self._unplaced()
         self._wakeup.set()
-
-    def durable_send(self, send: Send) -> Send:
-        """`send`, made to wait until the row this request submitted is journaled (and synced)."""
-        assert self.commit is not None
-        return self.commit.durable_send(send)
 
     def _write_queued(self) -> None:
         """The group commit's write: every record submitted since the last one, in one append."""
@@ -333,7 +333,7 @@ class Recorder:
         if not self._late_logged:
             self._late_logged = True
             log.warning("log rows submitted after the recorder stopped go to the journal %s", self.journal.directory)
-        self.lost += self.backlog.append_now([render(record)])
+        self.lost += self.backlog.append_now([journal_line(record)])
         self.journal.close()
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from proxy.group_commit import GroupCommit
 from proxy.journal import Journal, read_lines
-from proxy.logrow import decode, render
+from proxy.logrow import decode, dump_line, journal_line
 from proxy.orphans import adopt
 from proxy.record import CallRecord
 from proxy.recorder import Recorder
@@ -38,7 +38,12 @@ def record(i: int) -> CallRecord:
 
 
 def lines(n: int, start: int = 0) -> list[bytes]:
-    return [render(record(i)).line for i in range(start, start + n)]
+    return [journal_line(record(i)) for i in range(start, start + n)]
+
+
+def row_lines(n: int, start: int = 0) -> list[bytes]:
+    """Rendered rows as lines: what the spools of earlier versions hold."""
+    return [dump_line(dict(zip(("run", "attempts"), record(i).rows()))) for i in range(start, start + n)]
 
 
 def files(directory: Path) -> list[str]:
@@ -68,14 +73,15 @@ def test_each_row_is_one_write_of_its_line_and_reads_back_as_the_same_row(tmp_pa
     writes = []
     real_write = os.write
     monkeypatch.setattr(os, "write", lambda fd, data: writes.append(len(data)) or real_write(fd, data))
-    rows = [render(record(i)) for i in range(3)]
-    segments = [journal.append(row.line) for row in rows]
+    records = [record(i) for i in range(3)]
+    segments = [journal.append(journal_line(r)) for r in records]
     monkeypatch.undo()
-    assert writes == [len(row.line) for row in rows]  # one write each, the whole line
+    assert writes == [len(journal_line(r)) for r in records]  # one write each, the whole line
     assert segments == [journal.current] * 3 and journal.current.rows == 3
     got, end, torn = read_lines(journal.current.path, 0, None, 10)
     runs, attempt_rows = decode(got)
-    assert runs == [row.run for row in rows] and attempt_rows == [a for row in rows for a in row.attempts]
+    rows = [r.rows() for r in records]
+    assert runs == [run for run, _ in rows] and attempt_rows == [a for _, its in rows for a in its]
     assert end == journal.current.size and torn == b""
     journal.close()
 
@@ -226,8 +232,8 @@ def test_a_torn_last_line_is_skipped_counted_and_set_aside(tmp_path):
 def test_a_spool_of_an_earlier_version_is_replayed_on_start(tmp_path):
     spool = tmp_path / "log.db.spool.jsonl"
     replaying = tmp_path / "log.db.spool.jsonl.replaying"
-    replaying.write_bytes(b"".join(lines(2)))  # a replay cut short
-    spool.write_bytes(b"".join(lines(3, start=10)))
+    replaying.write_bytes(b"".join(row_lines(2)))  # a replay cut short
+    spool.write_bytes(b"".join(row_lines(3, start=10)))
 
     async def go() -> Recorder:
         store = Store(str(tmp_path / "log.db"))

@@ -241,9 +241,10 @@ def test_an_answer_leaves_only_once_its_row_is_in_the_journal(tmp_path, monkeypa
             async def send(message):  # what the client would get: the row must be on disk by now
                 seen[record.request_id] = (record.request_id in journaled_ids(tmp_path / "log.db.journal"), len(syncs))
 
-            await recorder.durable_send(send)({"type": "http.response.start"})
+            await recorder.commit.durable_send(send)({"type": "http.response.start"})
             return record.request_id
 
+        recorder.commit.active = 50  # as the app counts them: fifty calls in progress
         ids_ = await asyncio.gather(*(call(i) for i in range(50)))
         await recorder.stop()
         await store.dispose()
