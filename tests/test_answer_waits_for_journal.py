@@ -8,6 +8,7 @@ files at the moment each message would go to the client.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from dataclasses import replace
 
 import orjson
@@ -19,16 +20,22 @@ from proxy.journal import read_lines
 from proxy.logrow import decode
 
 
-def journaled(directory) -> set[str]:
+def on_disk(directory) -> set[str]:
+    """Request ids in the journal, or already through it into the database beside it."""
     found = set()
     for path in directory.glob("*.jsonl"):
         runs, _ = decode(read_lines(path, 0, None, 10**6)[0])
         found |= {run["request_id"] for run in runs}
+    db = sqlite3.connect(directory.with_name("log.db"))
+    try:
+        found |= {row[0] for row in db.execute("SELECT request_id FROM inference_runs")}
+    finally:
+        db.close()
     return found
 
 
 async def call(app, body: dict, journal_dir) -> list[tuple[str, bool, bool]]:
-    """POST /v1/chat/completions; for each message sent: (type, more_body, row journaled by then)."""
+    """POST /v1/chat/completions; for each message sent: (type, more_body, row on disk by then)."""
     sent: list[tuple[str, bool, bool]] = []
     request_id: list[str] = []
     data = orjson.dumps(body)
@@ -42,7 +49,7 @@ async def call(app, body: dict, journal_dir) -> list[tuple[str, bool, bool]]:
     async def send(message):
         if message["type"] == "http.response.start":
             request_id.append(dict(message["headers"])[b"x-study-request-id"].decode())
-        sent.append((message["type"], message.get("more_body", False), request_id[0] in journaled(journal_dir)))
+        sent.append((message["type"], message.get("more_body", False), request_id[0] in on_disk(journal_dir)))
 
     scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
              "query_string": b"", "headers": [(b"content-type", b"application/json")], "scheme": "http",
