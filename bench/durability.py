@@ -49,10 +49,13 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import clients  # noqa: E402
-from run import (  # noqa: E402  (bench/run.py's processes, wrk, settling and statistics)
-    LOAD_CPU, PINNING, PROXY_CPU, PY, ROOT, RUN_ID, WRK_POST, Process, Target, Upstream, clean_env, free_port,
-    http_get, log, machine_info, med, pct, pinned, rotate, settle, wait_http, wrk,
+from measure import WRK_POST, med, pct, rotate, wrk  # noqa: E402
+from procs import (  # noqa: E402
+    LOAD_CPU, PINNING, PROXY_CPU, PY, ROOT, Process, clean_env, free_port, http_get, log, machine_info, pinned,
+    settle, wait_http,
 )
+from servers import Upstream  # noqa: E402
+from targets import RUN_ID, Target  # noqa: E402
 
 MODES = ("none", "process", "power")
 WRK_IDS = BENCH / "wrk" / "ids.lua"
@@ -71,7 +74,7 @@ class ModeProxy:
                         PYTHONPATH=str(ROOT), STUDY_DURABILITY=mode)
         self.proc = Process(f"proxy ({label})", [*pinned(PROXY_CPU), *cmd], tmp / f"proxy-{label}.log", env=env, cwd=tmp)
         self.startup_s = wait_http(self.port, "/healthz", self.proc, timeout=120)
-        self.target = Target(mode, self.port, {"lat0": "/v1/chat/completions"}, {"lat0": "openai/bench-model"})
+        self.target = Target(mode, self.port, {"lat0": "/v1"}, {"lat0": "openai/bench-model"})
 
     def health(self) -> dict[str, Any]:
         return json.loads(http_get(self.port, "/healthz")[1])
