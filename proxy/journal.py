@@ -1,6 +1,6 @@
 """The journal: each log row on disk, in this process's own files, before its answer leaves.
 
-`Journal.append(lines)` is one `os.write` of rows' JSON lines (`proxy.logrow`) on an
+`Journal.append(lines)` is one `os.write` of calls' journal lines (`proxy.logrow`) on an
 `O_APPEND` descriptor. The lines are then in the kernel's page cache, which outlives the
 process: a `kill -9`, the OOM killer or a container's SIGKILL cannot take them back. It does
 not outlive the machine: a power cut or a kernel crash loses what the kernel had not yet
@@ -13,7 +13,7 @@ Files, in a directory next to the database (`log.db.journal/`, mode 0700, files 
   process id and a random tag (in a container every run is pid 1). A lock that can be taken
   belongs to a process that died: `proxy.orphans` then adopts its files. A lock is published
   already locked (made under a temporary name, then `link`ed), so no one can see it unlocked.
-* `<id>.<seq>.jsonl`: the segments, one line per row; a new one past `segment_bytes`.
+* `<id>.<seq>.jsonl`: the segments, one line per call; a new one past `segment_bytes`.
 
 The recorder tells the journal when rows are in the database (`settle`): a segment whose
 rows are all there is deleted, or truncated if it is the one being appended to (one
