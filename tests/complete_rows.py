@@ -38,7 +38,7 @@ def assert_row_complete(log: Log, row: sqlite3.Row, *, status: int, endpoint: st
         assert row["error"] is None or row["stream"] == 1, where
         assert row["provider"] and row["model"], where
         if not meta_only:
-            assert row["response_json"] is not None, where
+            assert row["request_json"] is not None and row["response_json"] is not None, where
 
 
 def _json(text: str | None, where: str) -> Any:
