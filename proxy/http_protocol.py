@@ -71,6 +71,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self.head_timer: asyncio.TimerHandle | None = None
         self.body_timer: asyncio.TimerHandle | None = None
         self.discarding = False
+        self.max_head = self.limits.max_header_bytes  # read on every request: an instance attribute is quicker
 
     # The connection ---------------------------------------------------------------------------
 
@@ -94,7 +95,7 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         if not self.head_done:
             self.head_bytes += self.read_size
-            if self.head_bytes > self.limits.max_header_bytes:
+            if self.head_bytes > self.max_head:
                 self._refuse_head()
             elif self.head_timer is None:
                 self.head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
@@ -115,7 +116,7 @@ class GuardedProtocol(HttpToolsProtocol):
         if self.head_timer is not None:
             self.head_timer.cancel()
             self.head_timer = None
-        if self.head_bytes + self.read_size > self.limits.max_header_bytes and self._head_size() > self.limits.max_header_bytes:
+        if self.head_bytes + self.read_size > self.max_head and self._head_size() > self.max_head:
             self._answer_with(refusal_app(431, self._head_too_large()))
         elif len(self.connections) > self.capacity or len(self.tasks) >= self.capacity:
             self.logger.warning("%d connections open, the most allowed is %d: answering 503", len(self.connections), self.capacity)
@@ -125,12 +126,6 @@ class GuardedProtocol(HttpToolsProtocol):
             )))
         else:
             super().on_headers_complete()
-
-    def on_message_complete(self) -> None:
-        if self.body_timer is not None:
-            self.body_timer.cancel()
-            self.body_timer = None
-        super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to a request the parser cannot read, in OpenAI's shape."""
@@ -169,7 +164,8 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def _body_timed_out(self) -> None:
         """The body went quiet: hand the request to its handler as it is, marked (or close the
-        connection when the request was answered already)."""
+        connection when the request was answered already). The timer is not cancelled when a
+        body completes (that would cost every request): it finds the body complete and stops."""
         self.body_timer = None
         cycle = self.cycle
         if cycle is None or not cycle.more_body or self.transport.is_closing():
