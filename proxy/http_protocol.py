@@ -119,7 +119,9 @@ class GuardedProtocol(HttpToolsProtocol):
         if self.head_bytes + self.read_size > self.max_head and self._head_size() > self.max_head:
             self._answer_with(refusal_app(431, self._head_too_large()))
         elif len(self.connections) > self.capacity or len(self.tasks) >= self.capacity:
-            self.logger.warning("%d connections open, the most allowed is %d: answering 503", len(self.connections), self.capacity)
+            self.logger.warning(
+                "%d connections open, the most allowed is %d: answering 503", len(self.connections), self.capacity
+            )
             self._answer_with(refusal_app(503, error_body(
                 503, "The proxy has as many connections open as it may: try again shortly.",
                 "too_many_connections", "server_error",
@@ -147,7 +149,8 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def _head_too_large(self) -> bytes:
         limit = self.limits.max_header_bytes
-        return error_body(431, f"The request's headers are larger than the limit of {limit} bytes.", "headers_too_large")
+        message = f"The request's headers are larger than the limit of {limit} bytes."
+        return error_body(431, message, "headers_too_large")
 
     def _refuse_head(self) -> None:
         self._refuse(431, self._head_too_large())
@@ -160,7 +163,8 @@ class GuardedProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         timeout = self.limits.header_timeout
-        self._refuse(408, error_body(408, f"The request's headers did not arrive within {timeout:g} s.", "request_timeout"))
+        message = f"The request's headers did not arrive within {timeout:g} s."
+        self._refuse(408, error_body(408, message, "request_timeout"))
 
     def _body_timed_out(self) -> None:
         """The body went quiet: hand the request to its handler as it is, marked (or close the

@@ -32,4 +32,6 @@ def check_writable(path: Path) -> None:
     connection touches files that may not be written."""
     refused = unwritable_file(path)
     if refused is not None:
-        raise sqlite3.OperationalError(f"attempt to write a readonly database ({refused.name} is read-only or immutable)")
+        raise sqlite3.OperationalError(
+            f"attempt to write a readonly database ({refused.name} is read-only or immutable)"
+        )
