@@ -19,15 +19,17 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/study-query-llm serve
 
-# tests/test_dashboard_browser.py drives headless Chromium; it skips itself without one. Here
-# (root with apt-get, as in CI) Debian's chromium is installed when missing; elsewhere, a note.
+# The browser tests drive headless Chromium (tests/test_dashboard_browser.py alone, the playground's
+# through selenium and chromedriver); they skip themselves without them. Here (root with apt-get, as
+# in CI) Debian's chromium and chromium-driver are installed when missing; elsewhere, a note.
 test: $(VENV)/.installed-dev
-	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	@{ command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; } && \
+	  command -v chromedriver >/dev/null 2>&1 || \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing chromium for the browser test (apt-get)"; \
+	    echo "installing chromium and chromium-driver for the browser tests (apt-get)"; \
 	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	        chromium fonts-liberation >/dev/null; } || echo "note: chromium not installed: the browser test will skip"; \
-	  else echo "note: no chromium (apt-get install chromium): the browser test will skip"; fi
+	        chromium chromium-driver fonts-liberation >/dev/null; } || echo "note: chromium not installed: the browser tests will skip"; \
+	  else echo "note: no chromium or chromedriver (apt-get install chromium chromium-driver): the browser tests will skip"; fi
 	$(BIN)/python -m pytest
 
 clean:

@@ -2,8 +2,9 @@
 
 `Conn.call()` times one non-streaming request: from just before `sendall` to the last byte
 of the body (`Content-Length` or chunked). `Conn.stream()` times one SSE stream: the
-arrival of every `data:` event (`recv` return time), so time to first token and the gaps
-between chunks come from the socket, not from a parser's buffering.
+arrival of every token event (`recv` return time), so time to first token and the gaps
+between chunks come from the socket, not from a parser's buffering. What a token event
+is, and which event ends a stream, depends on the API: `CHAT_SSE` or `RESPONSES_SSE`.
 
 A keep-alive connection is reused until the server closes it. A request that finds it closed
 (uvicorn drops connections idle for 5 s) is sent again on a new one, and the clock restarts
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fake_upstream import header_value  # bench/ is on sys.path: run.py puts it there
@@ -38,13 +40,35 @@ def build_request(host: str, port: int, path: str, body: bytes, auth: str | None
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
+@dataclass(frozen=True)
+class SSEFormat:
+    """How to read one API's stream, event by event (the bytes between blank lines)."""
+
+    is_token: Callable[[bytes], bool]  # an event that carries a piece of the answer
+    is_end: Callable[[bytes], bool]  # the event that ends a complete stream
+
+
+def _chat_token(event: bytes) -> bool:
+    return (b'"content":"' in event or b'"content": "' in event) and not (
+        b'"content":""' in event or b'"content": ""' in event
+    )
+
+
+#: Chat Completions: `data:` chunks with non-empty `content`, then `data: [DONE]`.
+CHAT_SSE = SSEFormat(_chat_token, lambda event: event.startswith(b"data: [DONE]") or event.startswith(b"data:[DONE]"))
+#: The Responses API: `event:` + `data:` lines, text deltas, `response.completed` last (no [DONE]).
+RESPONSES_SSE = SSEFormat(
+    lambda event: event.startswith(b"event: response.output_text.delta\n"),
+    lambda event: event.startswith(b"event: response.completed\n"),
+)
+
+
 @dataclass
 class StreamTiming:
     status: int
-    ttft_ns: int  # request sent → first data event with content
-    event_ns: list[int] = field(default_factory=list)  # arrival of every data event, from the start
-    events: int = 0
-    done: bool = False  # saw data: [DONE]
+    ttft_ns: int  # request sent → first token event
+    event_ns: list[int] = field(default_factory=list)  # arrival of every token event, from the start
+    done: bool = False  # saw the event that ends a complete stream
 
 
 class Conn:
@@ -157,8 +181,8 @@ class Conn:
             yield self.buf[line_end + 2 : line_end + 2 + size], arrival
             self.buf = self.buf[need:]
 
-    def stream(self, request: bytes) -> StreamTiming:
-        """One streaming request: the arrival time of every SSE data event."""
+    def stream(self, request: bytes, sse: SSEFormat = CHAT_SSE) -> StreamTiming:
+        """One streaming request: the arrival time of every token event."""
         start, status, head = self._send(request)
         timing = StreamTiming(status=status, ttft_ns=-1)
         if status != 200:
@@ -174,18 +198,13 @@ class Conn:
                 if cut < 0:
                     break
                 event, pending = pending[:cut], pending[cut + 2 :]
-                for line in event.split(b"\n"):
-                    if not line.startswith(b"data:"):
-                        continue
-                    payload = line[5:].strip()
-                    if payload == b"[DONE]":
-                        timing.done = True
-                        continue
-                    timing.events += 1
-                    if b'"content":"' in payload or b'"content": "' in payload:
-                        if timing.ttft_ns < 0 and b'"content":""' not in payload and b'"content": ""' not in payload:
-                            timing.ttft_ns = arrival - start
-                        timing.event_ns.append(arrival - start)
+                if sse.is_end(event):
+                    timing.done = True
+                    continue
+                if sse.is_token(event):
+                    if timing.ttft_ns < 0:
+                        timing.ttft_ns = arrival - start
+                    timing.event_ns.append(arrival - start)
         if not chunked:
             self.close()
         return timing

@@ -5,8 +5,12 @@
 HTTP/1.1 keep-alive, just enough of it: request line, headers, a `Content-Length` (or
 chunked) body. Every `POST …/chat/completions` gets a canned chat completion with `usage`;
 a body containing `"stream": true` (or `"stream":true`) gets an SSE stream of N chunks,
-plus a usage chunk when it contains `"include_usage": true`, then `data: [DONE]`. The
-body is never parsed as JSON: a byte search is all it takes.
+plus a usage chunk when it contains `"include_usage": true`, then `data: [DONE]`.
+`POST …/responses` is the Responses API: a canned response object, or its event stream
+(`response.created` … N `response.output_text.delta` events … `response.completed`).
+The body is never parsed as JSON: a byte search is all it takes. Every answer is prebuilt
+bytes; a Responses answer only gets its own `resp_…` id stamped in, as a real upstream's
+ids are unique (the proxy keeps recent responses by id).
 
 Per-request options, from (in order of precedence):
 
@@ -16,9 +20,10 @@ Per-request options, from (in order of precedence):
 * the command-line defaults.
 
 `lat` is the time before the answer (before the first chunk of a stream), `gap` the time
-between stream chunks. `t-NAME` only tags the request: `GET /__bench/stats` returns the
-number of completions served per tag, `{"total": N, "by_tag": {"ours": N, …}}`, so a
-harness can tell which caller reached the upstream how often.
+between stream chunks (token events, for the Responses API). `t-NAME` only tags the
+request: `GET /__bench/stats` returns the answers served per tag, and per tag and endpoint,
+`{"total": N, "by_tag": {"ours": N, …}, "by_endpoint": {"ours": {"responses": N, …}, …}}`,
+so a harness can tell which caller reached the upstream how often, and on which API.
 """
 
 from __future__ import annotations
@@ -29,85 +34,7 @@ import os
 import socket
 import sys
 
-try:
-    import orjson
-
-    def _dumps(obj: object) -> bytes:
-        return orjson.dumps(obj)
-except ImportError:  # pragma: no cover - the bench venvs have orjson
-    import json
-
-    def _dumps(obj: object) -> bytes:
-        return json.dumps(obj, separators=(",", ":")).encode()
-
-
-USAGE = {"prompt_tokens": 14, "completion_tokens": 9, "total_tokens": 23}
-CREATED = 1_764_000_000
-
-COMPLETION = _dumps(
-    {
-        "id": "chatcmpl-bench0000000000000000000000",
-        "object": "chat.completion",
-        "created": CREATED,
-        "model": "bench-model",
-        "system_fingerprint": "fp_bench",
-        "choices": [
-            {
-                "index": 0,
-                "message": {
-                    "role": "assistant",
-                    "content": "This is a canned answer from the benchmark's fake upstream.",
-                    "refusal": None,
-                },
-                "logprobs": None,
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": USAGE,
-    }
-)
-
-
-def _chunk(index: int, last: bool) -> bytes:
-    delta: dict[str, object] = {"content": f"tok{index} "}
-    if index == 0:
-        delta["role"] = "assistant"
-    event = {
-        "id": "chatcmpl-bench-stream",
-        "object": "chat.completion.chunk",
-        "created": CREATED,
-        "model": "bench-model",
-        "system_fingerprint": "fp_bench",
-        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": "stop" if last else None}],
-    }
-    return b"data: " + _dumps(event) + b"\n\n"
-
-
-USAGE_EVENT = b"data: " + _dumps(
-    {
-        "id": "chatcmpl-bench-stream",
-        "object": "chat.completion.chunk",
-        "created": CREATED,
-        "model": "bench-model",
-        "choices": [],
-        "usage": USAGE,
-    }
-) + b"\n\n"
-DONE_EVENT = b"data: [DONE]\n\n"
-
-_JSON_HEAD = (
-    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-request-id: req_bench\r\n"
-    b"openai-processing-ms: 1\r\ncontent-length: %d\r\n\r\n"
-)
-COMPLETION_RESPONSE = _JSON_HEAD % len(COMPLETION) + COMPLETION
-STREAM_HEAD = (
-    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ncache-control: no-cache\r\n"
-    b"x-request-id: req_bench\r\ntransfer-encoding: chunked\r\n\r\n"
-)
-
-
-def _http_chunk(data: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(data), data)
+from canned import ChatAnswers, ResponsesAnswers, dumps
 
 
 def _plain(status: bytes, body: bytes, content_type: bytes = b"application/json") -> bytes:
@@ -127,7 +54,8 @@ class Server:
         self._by_prefix: dict[bytes, Options] = {}
         self.total = 0
         self.by_tag: dict[str, int] = {}
-        self.stream_events: dict[int, list[bytes]] = {}
+        self.by_endpoint: dict[str, dict[str, int]] = {}
+        self.chat, self.responses = ChatAnswers(), ResponsesAnswers()
 
     def options(self, path: bytes) -> Options:
         cut = path.find(b"/v1/")
@@ -151,19 +79,16 @@ class Server:
                 self._by_prefix[prefix] = found
         return found
 
-    def events(self, chunks: int) -> list[bytes]:
-        events = self.stream_events.get(chunks)
-        if events is None:
-            events = [_http_chunk(_chunk(i, i == chunks - 1)) for i in range(chunks)]
-            self.stream_events[chunks] = events
-        return events
-
-    def count(self, tag: str) -> None:
+    def count(self, tag: str, endpoint: str) -> int:
+        """Count one answer; its serial number."""
         self.total += 1
         self.by_tag[tag] = self.by_tag.get(tag, 0) + 1
+        endpoints = self.by_endpoint.setdefault(tag, {})
+        endpoints[endpoint] = endpoints.get(endpoint, 0) + 1
+        return self.total
 
     def stats(self) -> bytes:
-        return _plain(b"200 OK", _dumps({"total": self.total, "by_tag": self.by_tag}))
+        return _plain(b"200 OK", dumps({"total": self.total, "by_tag": self.by_tag, "by_endpoint": self.by_endpoint}))
 
 
 class Connection(asyncio.Protocol):
@@ -244,8 +169,9 @@ class Connection(asyncio.Protocol):
         query = path.find(b"?")
         if query >= 0:
             path = path[:query]
-        if method == b"POST" and path.endswith(b"/chat/completions"):
-            server = self.server
+        server = self.server
+        answers = server.chat if path.endswith(b"/chat/completions") else server.responses if path.endswith(b"/responses") else None
+        if method == b"POST" and answers is not None:
             opts = server.options(path)
             latency, chunks, gap = opts.latency, opts.chunks, opts.gap
             if b"x-bench-" in lower_head:
@@ -258,29 +184,29 @@ class Connection(asyncio.Protocol):
                 value = header_value(lower_head, b"\r\nx-bench-gap-ms:")
                 if value is not None:
                     gap = float(value) / 1000
-            server.count(opts.tag)
+            serial = server.count(opts.tag, answers.endpoint)
             stream = b'"stream":true' in body or b'"stream": true' in body
             if not stream:
+                whole = answers.whole(serial)
                 if latency > 0:
                     self.busy = True
-                    self.loop.call_later(latency, self._later, COMPLETION_RESPONSE, keep_alive)
+                    self.loop.call_later(latency, self._later, whole, keep_alive)
                     return
-                transport.write(COMPLETION_RESPONSE)
+                transport.write(whole)
                 if not keep_alive:
                     transport.close()
                     self.closed = True
                 return
             usage = b'"include_usage":true' in body or b'"include_usage": true' in body
-            events = server.events(chunks)
-            tail = (_http_chunk(USAGE_EVENT) if usage else b"") + _http_chunk(DONE_EVENT) + b"0\r\n\r\n"
+            first, events, tail = answers.stream(max(1, chunks), usage, serial)
             if latency <= 0 and gap <= 0:
-                transport.write(STREAM_HEAD + b"".join(events) + tail)
+                transport.write(first + b"".join(events) + tail)
                 if not keep_alive:
                     transport.close()
                     self.closed = True
                 return
             self.busy = True
-            self.loop.create_task(self._stream(events, tail, latency, gap, keep_alive))
+            self.loop.create_task(self._stream(first, events, tail, latency, gap, keep_alive))
             return
         if method == b"GET" and path == b"/__bench/stats":
             transport.write(self.server.stats())
@@ -308,25 +234,29 @@ class Connection(asyncio.Protocol):
         if self.buffer:
             self.process()
 
-    async def _stream(self, events: list[bytes], tail: bytes, latency: float, gap: float, keep_alive: bool) -> None:
+    async def _stream(self, first: bytes, events: list[bytes], tail: bytes, latency: float, gap: float, keep_alive: bool) -> None:
+        """The head and first token event after `latency`, then one event every `gap`, then the tail.
+
+        The pace is kept against the clock, not slept afresh after each write: when the client
+        shares this core (the direct calls), its reading each event would otherwise stretch every
+        gap by its own work, and direct streams would last longer than proxied ones.
+        """
         transport = self.transport
         assert transport is not None
+        due = self.loop.time() + latency
         if latency > 0:
             await asyncio.sleep(latency)
         if self.closed:
             return
-        transport.write(STREAM_HEAD + events[0])
-        for event in events[1:]:
-            if gap > 0:
-                await asyncio.sleep(gap)
+        transport.write(first)
+        for event in (*events, tail):
+            due += gap
+            wait = due - self.loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
             if self.closed:
                 return
             transport.write(event)
-        if gap > 0:
-            await asyncio.sleep(gap)
-        if self.closed:
-            return
-        transport.write(tail)
         self._done(keep_alive)
 
     def fail(self, status: bytes) -> None:

@@ -38,7 +38,7 @@ from proxy.record import CallRecord, redact_headers  # noqa: E402
 from proxy.recorder import Recorder  # noqa: E402
 from proxy.store import Store  # noqa: E402
 
-from fake_upstream import COMPLETION  # noqa: E402  (bench/ is on sys.path when run as a script)
+from canned import COMPLETION  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 HEADERS = {
     "host": "127.0.0.1:9200",

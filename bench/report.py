@@ -12,6 +12,10 @@ from pathlib import Path
 from typing import Any
 
 BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+import scenario_responses  # noqa: E402
+
 README = BENCH / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 NAMES = ("direct", "ours", "litellm")
@@ -81,6 +85,8 @@ def targets_table(r: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
     if e:
         g = e["growth_percent"]
         add(f"e. RSS growth {e['mark_requests']:,} → {e['requests']:,} requests", "< 10 %", f(g, 1) + " %", g < 10 if not math.isnan(g) else None)
+    for what, goal, value, unit, ok in scenario_responses.target_rows(r.get("f", {})):
+        add(what, goal, f(value, 3 if unit else 2) + (f" {unit}" if unit else ""), ok)
     lost = 0
     seen = False
     for key in ("a", "c", "e"):
@@ -97,6 +103,9 @@ def targets_table(r: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
             if mode in d:
                 seen = True
                 lost += d[mode]["lost"]
+    for acc in scenario_responses.accounts(r.get("f", {})):
+        seen = True
+        lost += acc["rows_lost"]
     if seen:
         add("rows lost (rows in the log vs answers received), all scenarios", "0", n(lost), lost == 0)
     lines = ["| target | goal | measured | |", "|---|---|---|---|"]
@@ -115,7 +124,9 @@ def markdown(r: dict[str, Any]) -> str:
       + ("" if plan.get("full") else f" (partial: scenarios {','.join(plan.get('only', []))}, targets {','.join(plan.get('targets', []))})") + ".")
     w("")
     w(f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('memory', '?')} RAM, Linux {m.get('kernel', '?')}, "
-      f"Python {m.get('python', '?')}, {m.get('wrk', 'wrk ?')}; load average at start {', '.join(f'{x:.2f}' for x in m.get('loadavg_at_start', []))}. "
+      f"Python {m.get('python', '?')}, {m.get('wrk', 'wrk ?')}; load average at start {', '.join(f'{x:.2f}' for x in m.get('loadavg_at_start', []))}"
+      + (f", at the end {', '.join(f'{x:.2f}' for x in m['loadavg_at_end'])}" if m.get("loadavg_at_end") else "")
+      + (f"; CPU steal over the run {m['steal_percent']} %" if m.get("steal_percent") is not None else "") + ". "
       f"Pinning: {m.get('pinning', '?')}. Proxy code: {m.get('commit', '?')}.")
     w("")
     if "skipped" in lite:
@@ -264,6 +275,8 @@ def markdown(r: dict[str, Any]) -> str:
         w("")
         w(rows_line(e.get("ours_rows")))
         w("")
+    if r.get("f"):
+        out += scenario_responses.markdown(r["f"], f, rows_line)
     w("![req/s, latency and memory](bench.png)")
     return "\n".join(out) + "\n"
 
@@ -296,7 +309,7 @@ def plot(r: dict[str, Any], path: Path) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError as exc:
         return f"no plot: {exc} (pip install -r bench/requirements.txt)"
-    colors = {"direct": "#888888", "ours": "#1f77b4", "litellm": "#d62728"}
+    colors = {"direct": "#888888", "ours": "#1f77b4", "litellm": "#d62728", "translated": "#9ecae1"}
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
     cells = r.get("b", {}).get("cells", [])
     for ax, latency in ((axes[0][0], 0), (axes[0][1], 50)):
@@ -325,18 +338,25 @@ def plot(r: dict[str, Any], path: Path) -> str | None:
     if c:
         groups += [("c. TTFT p50", {k: v["ttft_p50_ms"] for k, v in c.items()}),
                    ("c. chunk gap p99", {k: v["gap_p99_ms"] for k, v in c.items()})]
+    fs = r.get("f", {}).get("sequential", {}).get("targets", {})
+    ft = r.get("f", {}).get("streaming", {}).get("targets", {})
+    if fs:
+        groups.append(("f. p50", {k: v["p50_ms"] for k, v in fs.items()}))
+    if ft:
+        groups.append(("f. TTFT p50", {k: v["ttft_p50_ms"] for k, v in ft.items()}))
     if groups:
-        width = 0.27
-        for i, name in enumerate(NAMES):
+        series = [x for x in (*NAMES, "translated") if any(x in vals for _, vals in groups)]
+        width = 0.8 / len(series)
+        for i, name in enumerate(series):
             xs = [g for g, (_, vals) in enumerate(groups) if name in vals]
             ys = [groups[g][1][name] for g in xs]
-            if xs:
-                bars = ax.bar([x + (i - 1) * width for x in xs], ys, width, color=colors[name], label=LABEL[name])
-                ax.bar_label(bars, [f"{y:.2f}" for y in ys], fontsize=7)
-        ax.set_xticks(range(len(groups)), [g[0] for g in groups])
+            bars = ax.bar([x + (i - (len(series) - 1) / 2) * width for x in xs], ys, width, color=colors[name],
+                          label=scenario_responses.LABEL[name] if name == "translated" else LABEL[name])
+            ax.bar_label(bars, [f"{y:.2f}" for y in ys], fontsize=7)
+        ax.set_xticks(range(len(groups)), [g[0].replace(" ", "\n", 1) for g in groups], fontsize=8)
         ax.set_yscale("log")
         ax.set_ylabel("ms (median of rounds)")
-        ax.set_title("a. sequential latency, c. streaming (50 chunks, 2 ms apart)")
+        ax.set_title("a. sequential latency, c. streaming (50 chunks, 2 ms apart), f. Responses API", fontsize=10)
         ax.legend()
         ax.grid(True, axis="y", which="both", alpha=0.3)
     else:

@@ -1,16 +1,17 @@
 """Run the benchmark: direct to a fake upstream, through our proxy, through LiteLLM, side by side.
 
-    python bench/run.py                      # everything (about 10-12 minutes on 2 cores)
-    python bench/run.py --quick              # short runs, for iterating (about 2-3 minutes)
+    python bench/run.py                      # everything (about 15 minutes on 2 cores)
+    python bench/run.py --quick              # short runs, for iterating (about 5 minutes)
     python bench/run.py --only b --targets direct,ours -c 32 --latencies 0 --quick   # one cell, seconds
 
 Scenarios (see bench/README.md): a sequential latency, b concurrency sweep, c streaming,
-d recorder alone (± a Datasette reader), e memory over 100,000 requests.
+d recorder alone (± a Datasette reader), e memory over 100,000 requests, f the Responses
+API (bench/scenario_responses.py).
 
 Processes and cores: the proxy under test (ours or LiteLLM, one at a time under load) is
 pinned to core 0; the fake upstream, wrk, the Python clients and this script to core 1.
 Pairs are interleaved (the order of targets rotates every round) and medians of rounds
-are reported, with ratios taken per round and then the median.
+are reported, with ratios taken per round and then the median (bench/measure.py).
 
 Results: RESULTS_DIR/results.md, results.json and bench.png (RESULTS_DIR is bench/results
 for a full run, bench/results/quick for --quick or a partial run, or --out). A full run
@@ -22,19 +23,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
-import platform
-import secrets
 import shutil
 import signal
-import socket
-import sqlite3
-import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,31 +37,19 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-import clients  # noqa: E402
+import scenario_responses  # noqa: E402
+from measure import WrkBackground, med, rotate, sequential, streaming, wrk, wrk_rounds  # noqa: E402
+from procs import (  # noqa: E402
+    LOAD_CPU, PINNING, PROXY_CPU, PY, Process, clean_env, cpu_counters, free_port, log, machine_info, pinned, rss_kib,
+    settle, wait_http,
+)
+from servers import LiteLLM, OurProxy, Upstream  # noqa: E402
+from targets import STREAM_CHUNKS, STREAM_GAP_MS, Leg, Target, direct_target, legs  # noqa: E402
 
-PY = sys.executable
-LITELLM_VENV = BENCH / ".venv-litellm"
-LITELLM_CONFIG = BENCH / "litellm" / "config.yaml"
-LITELLM_PIN = "1.106.12"
-WRK_POST = BENCH / "wrk" / "post.lua"
 WRK_DATASETTE = BENCH / "wrk" / "datasette.lua"
-PROXY_CPU, LOAD_CPU = "0", "1"
-
-STREAM_CHUNKS, STREAM_GAP_MS = 50, 2
-#: "#N#" is replaced per request (wrk: bench/wrk/post.lua; Python clients: Target.request), so that
-#: every request is unique: no cache or merging of identical concurrent requests can answer it.
-MESSAGES = [{"role": "user", "content": "Hello, this is benchmark request #N#. Please answer briefly."}]
-RUN_ID = secrets.token_hex(4)
-_unique = iter(range(1, 1 << 62))
-#: Environment variables the proxy reads; never inherited from the caller's shell.
-STRIPPED_PREFIXES = ("OPENAI_", "AZURE_", "HYPERBOLIC_", "DATABASE_URL", "PANEL_", "STUDY_", "LITELLM_")
-
+SCENARIOS = "abcdef"
 TARGET_NAMES = ("direct", "ours", "litellm")
 LABEL = {"direct": "direct", "ours": "ours", "litellm": "LiteLLM"}
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 # -- settings --------------------------------------------------------------------------------
@@ -99,20 +81,20 @@ class Plan:
 def parse_args(argv: list[str] | None = None) -> Plan:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="short runs (1 repetition, 2 s per wrk run, fewer requests)")
-    p.add_argument("--only", default="a,b,c,d,e", help="scenarios to run, e.g. a,b (default: all)")
+    p.add_argument("--only", default=",".join(SCENARIOS), help="scenarios to run, e.g. a,b (default: all)")
     p.add_argument("--targets", default="direct,ours,litellm", help="subset of direct,ours,litellm")
     p.add_argument("-c", "--concurrency", default="1,8,32,128,256", help="scenario b connection counts")
     p.add_argument("--latencies", default="0,50", help="scenario b upstream latencies in ms")
-    p.add_argument("--reps", type=int, help="rounds per scenario b cell (default 3, quick 1)")
-    p.add_argument("--duration", type=float, help="minimum seconds per wrk run in scenario b (default 3, quick 2)")
+    p.add_argument("--reps", type=int, help="rounds per scenario b cell and in f's throughput part (default 3, quick 1)")
+    p.add_argument("--duration", type=float, help="seconds per wrk run in scenarios b (at least) and f (default 3, quick 2)")
     p.add_argument("--recorder-rows", type=int, help="rows per scenario d run (default 100000, quick 20000)")
     p.add_argument("--memory-requests", type=int, help="requests in scenario e (default 100000, quick 20000)")
     p.add_argument("--out", type=Path, help="results directory (default bench/results, or bench/results/quick)")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temporary databases and logs")
     a = p.parse_args(argv)
     only = {s.strip() for s in a.only.split(",") if s.strip()}
-    if not only <= set("abcde"):
-        p.error(f"--only takes letters among a,b,c,d,e, not {a.only!r}")
+    if not only <= set(SCENARIOS):
+        p.error(f"--only takes letters among {','.join(SCENARIOS)}, not {a.only!r}")
     targets = [t.strip() for t in a.targets.split(",") if t.strip()]
     if not set(targets) <= set(TARGET_NAMES):
         p.error(f"--targets takes direct, ours, litellm, not {a.targets!r}")
@@ -121,7 +103,7 @@ def parse_args(argv: list[str] | None = None) -> Plan:
     latencies = [int(x) for x in a.latencies.split(",")]
     q = a.quick
     full = (
-        not q and only == set("abcde") and targets == list(TARGET_NAMES)
+        not q and only == set(SCENARIOS) and targets == list(TARGET_NAMES)
         and concurrency == [1, 8, 32, 128, 256] and latencies == [0, 50]
         and a.reps is None and a.duration is None and a.recorder_rows is None and a.memory_requests is None
     )
@@ -147,445 +129,6 @@ def parse_args(argv: list[str] | None = None) -> Plan:
         full=full,
         keep_tmp=a.keep_tmp,
     )
-
-
-# -- processes -------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pinned(cpu: str) -> list[str]:
-    return ["taskset", "-c", cpu] if PINNING else []
-
-
-PINNING = bool(shutil.which("taskset")) and (os.cpu_count() or 1) >= 2
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(STRIPPED_PREFIXES)}
-    env.update(extra)
-    return env
-
-
-class Process:
-    """A child process of ours, its output in a log file; stopped by its own pid only."""
-
-    running: list[Process] = []
-
-    def __init__(self, name: str, cmd: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
-        self.name, self.cmd, self.log_path = name, cmd, log_path
-        self.log_file = open(log_path, "wb")
-        self.popen = subprocess.Popen(
-            cmd, stdout=self.log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, cwd=cwd, start_new_session=True,
-        )
-        Process.running.append(self)
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def stop(self, timeout: float = 35.0) -> int | None:
-        if self.alive():
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log(f"{self.name} (pid {self.pid}) did not stop within {timeout:.0f}s of SIGTERM: killing it")
-                self.popen.kill()
-                self.popen.wait()
-        self.log_file.close()
-        if self in Process.running:
-            Process.running.remove(self)
-        return self.popen.returncode
-
-    def tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    @classmethod
-    def stop_all(cls) -> None:
-        for proc in list(cls.running):
-            with contextlib.suppress(Exception):
-                proc.stop(timeout=10)
-
-
-def http_get(port: int, path: str, timeout: float = 5.0, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-def wait_http(port: int, path: str, proc: Process, timeout: float, headers: dict[str, str] | None = None) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if not proc.alive():
-            raise RuntimeError(f"{proc.name} exited with status {proc.popen.returncode}:\n{proc.tail()}")
-        try:
-            status, _ = http_get(port, path, timeout=2.0, headers=headers)
-            if status == 200:
-                return time.monotonic() - start
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{proc.name} did not answer {path} within {timeout:.0f}s:\n{proc.tail()}")
-
-
-def rss_kib(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def settle(pids: list[int], timeout: float = 60.0, window: float = 0.25, idle_cpu_s: float = 0.01) -> float:
-    """Wait until none of these processes uses CPU (less than `idle_cpu_s` per `window`).
-
-    LiteLLM goes on working through requests that wrk abandoned when a run ended (seconds of
-    backlog at 256 connections), and our recorder may still be writing: either would steal
-    core 0 from the next measurement. Returns the seconds waited.
-    """
-    start = time.monotonic()
-    alive = [p for p in pids if Path(f"/proc/{p}").exists()]
-    while alive and time.monotonic() - start < timeout:
-        before = {p: cpu_seconds(p) for p in alive if Path(f"/proc/{p}").exists()}
-        time.sleep(window)
-        busy = [p for p, t in before.items() if Path(f"/proc/{p}").exists() and cpu_seconds(p) - t > idle_cpu_s]
-        if not busy:
-            break
-    return time.monotonic() - start
-
-
-# -- the three targets -----------------------------------------------------------------------
-
-
-class Upstream:
-    def __init__(self, tmp: Path) -> None:
-        ready = tmp / "upstream.port"
-        self.proc = Process(
-            "fake upstream",
-            [*pinned(LOAD_CPU), PY, str(BENCH / "fake_upstream.py"), "--port", "0", "--ready-file", str(ready)],
-            tmp / "upstream.log",
-        )
-        start = time.monotonic()
-        while not ready.exists():
-            if not self.proc.alive() or time.monotonic() - start > 20:
-                raise RuntimeError(f"the fake upstream did not start:\n{self.proc.tail()}")
-            time.sleep(0.02)
-        self.port = int(ready.read_text())
-        self.base = f"http://127.0.0.1:{self.port}"
-
-    def served(self, tag: str) -> int:
-        _, body = http_get(self.port, "/__bench/stats")
-        return int(json.loads(body)["by_tag"].get(tag, 0))
-
-
-@dataclass
-class Target:
-    name: str
-    port: int
-    paths: dict[str, str]  # kind ("lat0", "lat50", "stream") -> path
-    models: dict[str, str]
-    auth: str | None = None
-
-    def body(self, kind: str, stream: bool = False) -> bytes:
-        payload: dict[str, Any] = {"model": self.models[kind], "messages": MESSAGES, "max_tokens": 16}
-        if stream:
-            payload["stream"] = True
-        return json.dumps(payload, separators=(",", ":")).encode()
-
-    def url(self, kind: str) -> str:
-        return f"http://127.0.0.1:{self.port}{self.paths[kind]}"
-
-    def request(self, kind: str, stream: bool = False) -> bytes:
-        """One request, its body made unique."""
-        body = self.body(kind, stream).replace(b"#N#", f"{RUN_ID}-py-{next(_unique)}".encode())
-        return clients.build_request("127.0.0.1", self.port, self.paths[kind], body, self.auth)
-
-    def requests(self, kind: str, count: int, stream: bool = False) -> list[bytes]:
-        return [self.request(kind, stream) for _ in range(count)]
-
-
-def direct_target(upstream: Upstream) -> Target:
-    p = "/v1/chat/completions"
-    return Target(
-        "direct", upstream.port,
-        {"lat0": f"/t-direct{p}", "lat50": f"/t-direct/lat-50{p}", "stream": f"/t-direct/chunks-{STREAM_CHUNKS}/gap-{STREAM_GAP_MS}{p}"},
-        {"lat0": "bench-model", "lat50": "bench-model", "stream": "bench-model"},
-    )
-
-
-class OurProxy:
-    """`python -m proxy serve` with full logging into a fresh SQLite file, pinned to core 0."""
-
-    def __init__(self, upstream: Upstream, tmp: Path, label: str) -> None:
-        self.tmp, self.label = tmp, label
-        self.db = tmp / f"tmp-{label}.db"
-        for suffix in ("", "-wal", "-shm", ".spool.jsonl"):
-            Path(str(self.db) + suffix).unlink(missing_ok=True)
-        config = tmp / "proxy.toml"
-        config.write_text(
-            "# written by bench/run.py: the 0 ms upstream is the openai provider (OPENAI_BASE_URL)\n"
-            f'[providers.lat50]\nbase_url = "{upstream.base}/t-ours/lat-50/v1"\napi_key_env = "OPENAI_API_KEY"\n\n'
-            f'[providers.stream]\nbase_url = "{upstream.base}/t-ours/chunks-{STREAM_CHUNKS}/gap-{STREAM_GAP_MS}/v1"\n'
-            'api_key_env = "OPENAI_API_KEY"\n'
-        )
-        self.port = free_port()
-        self.cmd = [
-            PY, "-m", "proxy", "serve", "--host", "127.0.0.1", "--port", str(self.port), "--db", str(self.db),
-            "--no-ui", "--config", str(config), "--log-level", "warning",
-        ]
-        env = clean_env(
-            OPENAI_API_KEY="sk-bench-upstream", OPENAI_BASE_URL=f"{upstream.base}/t-ours/v1",
-            PYTHONPATH=str(ROOT),
-        )
-        self.proc = Process(f"our proxy ({label})", [*pinned(PROXY_CPU), *self.cmd], tmp / f"proxy-{label}.log", env=env, cwd=tmp)
-        self.startup_s = wait_http(self.port, "/healthz", self.proc, timeout=60)
-        self.served_before = upstream.served("ours")  # the fake upstream counts for the whole run
-        self.target = Target(
-            "ours", self.port,
-            {"lat0": "/v1/chat/completions", "lat50": "/v1/chat/completions", "stream": "/v1/chat/completions"},
-            {"lat0": "openai/bench-model", "lat50": "lat50/bench-model", "stream": "stream/bench-model"},
-        )
-        self.crashed: str | None = None
-
-    def health(self) -> dict[str, Any]:
-        _, body = http_get(self.port, "/healthz")
-        return json.loads(body).get("log", {})
-
-    def drain(self, timeout: float = 60.0) -> dict[str, Any]:
-        """Wait until the recorder has nothing pending and its `written` count stands still."""
-        time.sleep(0.3)  # requests abandoned by the load generator finish upstream first
-        start, last = time.monotonic(), None
-        while time.monotonic() - start < timeout:
-            if not self.proc.alive():
-                self.crashed = f"exited with status {self.proc.popen.returncode}: {self.proc.tail(5)}"
-                return {}
-            try:
-                health = self.health()
-            except OSError:
-                time.sleep(0.1)
-                continue
-            key = (health.get("pending"), health.get("written"), health.get("spooled"))
-            if health.get("pending") == 0 and key == last:
-                return health | {"drain_s": round(time.monotonic() - start, 2)}
-            last = key
-            time.sleep(0.15)
-        return (self.health() if self.proc.alive() else {}) | {"drain_timeout": True}
-
-    def stop_and_count(self, completed: int, upstream: Upstream) -> dict[str, Any]:
-        """Stop (SIGTERM, graceful), then compare the rows with what the clients got."""
-        health = self.drain()
-        served = upstream.served("ours") - self.served_before
-        rss = rss_kib(self.pid) if self.proc.alive() else None
-        code = self.proc.stop()
-        if self.crashed is None and code not in (0, None, -signal.SIGTERM):
-            self.crashed = f"exit status {code} after SIGTERM"
-        account = count_rows(self.db)
-        spool = Path(str(self.db) + ".spool.jsonl")
-        result = {
-            "completed_by_clients": completed,
-            "rows": account["rows"],
-            "attempt_rows": account["attempts"],
-            "upstream_calls": served,
-            "rows_lost": max(0, completed - account["rows"]) + max(0, served - account["attempts"]),
-            "rows_extra": max(0, account["rows"] - completed),
-            "by_status": account["by_status"],
-            "by_cache": account["by_cache"],  # {"None": n} unless the proxy answered from a cache or merged requests
-            "spool_left": spool.exists() and spool.stat().st_size > 0,
-            "recorder": {k: health.get(k) for k in ("written", "spooled", "lost", "refused", "degraded", "drain_s", "drain_timeout") if k in health},
-            "rss_kib_at_end": rss,
-            "exit_code": code,
-            "crashed": self.crashed,
-            "log_tail": self.proc.tail(8) if (self.crashed or account["errors"]) else "",
-        }
-        return result
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def cleanup(self, keep: bool) -> None:
-        if keep:
-            return
-        for suffix in ("", "-wal", "-shm", ".spool.jsonl"):
-            Path(str(self.db) + suffix).unlink(missing_ok=True)
-
-
-def count_rows(db: Path) -> dict[str, Any]:
-    if not db.exists():
-        return {"rows": 0, "attempts": 0, "by_status": {}, "by_cache": {}, "errors": 0}
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-    try:
-        rows = conn.execute("SELECT count(*) FROM inference_runs").fetchone()[0]
-        attempts = conn.execute("SELECT count(*) FROM attempts").fetchone()[0]
-        by_cache = {str(k): v for k, v in conn.execute("SELECT cache, count(*) FROM inference_runs GROUP BY 1")}
-        by_status: dict[str, int] = {}
-        for status, error, n in conn.execute(
-            "SELECT status_code, coalesce(error, ''), count(*) FROM inference_runs GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 12"
-        ):
-            by_status[f"{status}{' ' + error[:120] if error else ''}"] = n
-    finally:
-        conn.close()
-    errors = sum(n for k, n in by_status.items() if k != "200")
-    return {"rows": rows, "attempts": attempts, "by_status": by_status, "by_cache": by_cache, "errors": errors}
-
-
-class LiteLLM:
-    """LiteLLM's proxy, one worker, no database, pinned to core 0; its own venv."""
-
-    def __init__(self, upstream: Upstream, tmp: Path) -> None:
-        exe = LITELLM_VENV / "bin" / "litellm"
-        if not exe.exists():
-            install_log = BENCH / "results" / "litellm-install.log"
-            why = f"{exe} is missing: run `make bench` (it installs litellm[proxy]=={LITELLM_PIN} into {LITELLM_VENV.relative_to(ROOT)})"
-            if install_log.exists() and not (LITELLM_VENV / ".installed").exists():  # the install failed: say why
-                lines = install_log.read_text(errors="replace").strip().splitlines()
-                errors = [l for l in lines if "error" in l.lower()] or lines
-                why += f"; the last install attempt ended with: {' | '.join(l.strip() for l in errors[-3:])}"
-            raise RuntimeError(why)
-        self.version = subprocess.run(
-            [str(LITELLM_VENV / "bin" / "python"), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()
-        config = tmp / "litellm.yaml"
-        config.write_text(LITELLM_CONFIG.read_text().replace("UPSTREAM", upstream.base))
-        self.key = "sk-bench-" + secrets.token_hex(16)  # generated per run, never written to disk
-        self.port = free_port()
-        self.cmd = [str(exe), "--config", str(config), "--host", "127.0.0.1", "--port", str(self.port), "--num_workers", "1"]
-        # LITELLM_LOCAL_MODEL_COST_MAP: this machine has no internet; without it LiteLLM retries
-        # fetching its price list from GitHub for ~10 s at start-up, then uses the same local copy.
-        env = clean_env(LITELLM_MASTER_KEY=self.key, LITELLM_LOCAL_MODEL_COST_MAP="True")
-        self.env_note = "LITELLM_MASTER_KEY=sk-bench-<random per run>, LITELLM_LOCAL_MODEL_COST_MAP=True"
-        self.proc = Process("LiteLLM", [*pinned(PROXY_CPU), *self.cmd], tmp / "litellm.log", env=env, cwd=tmp)
-        self.startup_s = wait_http(self.port, "/health/liveliness", self.proc, timeout=180)
-        self.target = Target(
-            "litellm", self.port,
-            {"lat0": "/v1/chat/completions", "lat50": "/v1/chat/completions", "stream": "/v1/chat/completions"},
-            {"lat0": "bench-model", "lat50": "bench-model-lat50", "stream": "bench-stream"},
-            auth=self.key,
-        )
-        time.sleep(1.0)
-        before = cpu_seconds(self.proc.pid)
-        time.sleep(2.0)
-        self.idle_cpu_percent = round((cpu_seconds(self.proc.pid) - before) / 2.0 * 100, 1)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "command": ("taskset -c 0 " if PINNING else "") + "bench/.venv-litellm/bin/litellm --config <bench/litellm/config.yaml"
-                       " rendered> --host 127.0.0.1 --port <free port> --num_workers 1",
-            "environment": self.env_note,
-            "config": "bench/litellm/config.yaml (UPSTREAM replaced by the fake upstream's address)",
-            "startup_s": round(self.startup_s, 1),
-            "idle_cpu_percent": self.idle_cpu_percent,
-        }
-
-
-# -- load generation -------------------------------------------------------------------------
-
-
-def wrk(url: str, body: bytes, conns: int, duration: float, auth: str | None = None,
-        stop_after: int | None = None, script: Path = WRK_POST, cpu: str = LOAD_CPU) -> dict[str, Any]:
-    env = dict(os.environ, BENCH_BODY=body.decode(), BENCH_AUTH=auth or "", BENCH_RUN_ID=f"{RUN_ID}-{next(_unique)}")
-    if stop_after:
-        env["BENCH_STOP_AFTER"] = str(stop_after)
-    seconds = max(1, math.ceil(duration))
-    cmd = [*pinned(cpu), "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "30s", "--latency", "-s", str(script), url]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    lines = []
-    started = time.monotonic()
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append(line)
-        if line.startswith("BENCHSTOPPED"):
-            proc.send_signal(signal.SIGINT)  # interrupt wrk's sleep: the thread has stopped
-    proc.wait()
-    wall = time.monotonic() - started
-    summary = next((json.loads(l[len("BENCHJSON "):]) for l in lines if l.startswith("BENCHJSON ")), None)
-    if summary is None:
-        raise RuntimeError(f"wrk gave no summary: {''.join(lines)[-2000:]}")
-    seconds_run = summary["duration_us"] / 1e6
-    if stop_after:
-        seconds_run = min(seconds_run, wall)
-    errors = summary["errors"]
-    lat = summary["latency_us"]
-    return {
-        "requests": summary["requests"],
-        "seconds": round(seconds_run, 3),
-        "rps": round(summary["requests"] / seconds_run, 1) if seconds_run else 0.0,
-        "p50_ms": lat["p50"] / 1000,
-        "p90_ms": lat["p90"] / 1000,
-        "p99_ms": lat["p99"] / 1000,
-        "max_ms": lat["max"] / 1000,
-        "errors": sum(errors.values()),
-        "error_kinds": {k: v for k, v in errors.items() if v},
-    }
-
-
-class WrkBackground:
-    """wrk running until stopped (SIGINT), for the Datasette reader of scenario d."""
-
-    def __init__(self, url: str, conns: int, script: Path, cpu: str) -> None:
-        cmd = [*pinned(cpu), "wrk", "-t1", f"-c{conns}", "-d600s", "--timeout", "30s", "-s", str(script), url]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-    def stop(self) -> dict[str, Any]:
-        self.proc.send_signal(signal.SIGINT)
-        out, _ = self.proc.communicate(timeout=30)
-        line = next((l for l in out.splitlines() if l.startswith("BENCHJSON ")), None)
-        if line is None:
-            return {"error": out[-500:]}
-        summary = json.loads(line[len("BENCHJSON "):])
-        seconds = summary["duration_us"] / 1e6
-        return {
-            "requests": summary["requests"],
-            "rps": round(summary["requests"] / seconds, 1) if seconds else 0.0,
-            "p50_ms": summary["latency_us"]["p50"] / 1000,
-            "p99_ms": summary["latency_us"]["p99"] / 1000,
-            "errors": sum(summary["errors"].values()),
-        }
-
-
-# -- statistics ------------------------------------------------------------------------------
-
-
-def pct(values: list[float], p: float) -> float:
-    """Nearest-rank percentile."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
-
-
-def med(values: list[float]) -> float:
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    return statistics.median(values) if values else float("nan")
-
-
-def rotate(items: list[str], k: int) -> list[str]:
-    k %= max(1, len(items))
-    return items[k:] + items[:k]
 
 
 # -- scenarios -------------------------------------------------------------------------------
@@ -647,7 +190,7 @@ class Bench:
     def targets(self, ours: OurProxy | None) -> list[Target]:
         found = []
         if self.want("direct"):
-            found.append(direct_target(self.upstream))
+            found.append(direct_target(self.upstream.port))
         if ours is not None:
             found.append(ours.target)
         lite = self.get_litellm()
@@ -669,7 +212,7 @@ class Bench:
 
     def capacity(self) -> None:
         """The fake upstream's and wrk's own throughput: wrk on core 0, upstream on core 1."""
-        d = direct_target(self.upstream)
+        d = direct_target(self.upstream.port)
         wrk(d.url("lat0"), d.body("lat0"), 32, 1, cpu=PROXY_CPU)  # warm-up
         runs = [wrk(d.url("lat0"), d.body("lat0"), 32, 2, cpu=PROXY_CPU) for _ in range(1 if self.plan.quick else 3)]
         run = sorted(runs, key=lambda x: x["rps"])[len(runs) // 2]
@@ -682,53 +225,10 @@ class Bench:
         plan = self.plan
         log(f"scenario a: sequential, {plan.seq_rounds} rounds x {plan.seq_block} requests per target, interleaved")
         ours = self.start_ours("a")
-        targets = self.targets(ours)
-        conns = {t.name: clients.Conn("127.0.0.1", t.port) for t in targets}
-        by_name = {t.name: t for t in targets}
-        for t in targets:  # warm-up: connections, caches
-            for request in t.requests("lat0", 50 if t.name != "litellm" else 20):
-                conns[t.name].call(request)
-        blocks: dict[str, list[dict[str, float]]] = {t.name: [] for t in targets}
-        all_ms: dict[str, list[float]] = {t.name: [] for t in targets}
-        failures: dict[str, int] = {t.name: 0 for t in targets}
-        completed_ours = 50
-        for r in range(plan.seq_rounds):
-            for name in rotate([t.name for t in targets], r):
-                self.settle()
-                conns[name].open()  # a fresh connection (servers drop idle ones), warmed by one untimed call
-                conns[name].call(by_name[name].request("lat0"))
-                if name == "ours":
-                    completed_ours += 1
-                lat = []
-                for request in by_name[name].requests("lat0", plan.seq_block):
-                    status, ns, _ = conns[name].call(request)
-                    if status != 200:
-                        failures[name] += 1
-                    lat.append(ns / 1e6)
-                blocks[name].append({"p50": pct(lat, 50), "p99": pct(lat, 99)})
-                all_ms[name] += lat
-                if name == "ours":
-                    completed_ours += len(lat)
-        for c in conns.values():
-            c.close()
-        out: dict[str, Any] = {"rounds": plan.seq_rounds, "block": plan.seq_block, "targets": {}}
-        for name in blocks:
-            out["targets"][name] = {
-                "p50_ms": med([b["p50"] for b in blocks[name]]),
-                "p99_ms": med([b["p99"] for b in blocks[name]]),
-                "pooled_p50_ms": pct(all_ms[name], 50),
-                "pooled_p99_ms": pct(all_ms[name], 99),
-                "rps": 1000 / statistics.mean(all_ms[name]),
-                "non_200": failures[name],
-                "requests": len(all_ms[name]),
-            }
-        if "direct" in blocks:
-            for name in blocks:
-                if name == "direct":
-                    continue
-                out["targets"][name]["added_p50_ms"] = med([b["p50"] - d["p50"] for b, d in zip(blocks[name], blocks["direct"])])
-                out["targets"][name]["added_p99_ms"] = med([b["p99"] - d["p99"] for b, d in zip(blocks[name], blocks["direct"])])
-        out["ours_rows"] = self.finish_ours(ours, completed_ours)
+        m = sequential(legs(self.targets(ours), "lat0"), plan.seq_rounds, plan.seq_block, self.settle)
+        m.add_added("direct", ("p50", "p99"))
+        out: dict[str, Any] = {"rounds": plan.seq_rounds, "block": plan.seq_block, "targets": m.targets}
+        out["ours_rows"] = self.finish_ours(ours, m.completed_ours)
         self.results["a"] = out
         for name, v in out["targets"].items():
             added = f", added p50 {v['added_p50_ms']:.3f} / p99 {v['added_p99_ms']:.3f} ms" if "added_p50_ms" in v else ""
@@ -747,51 +247,24 @@ class Bench:
                 raise SystemExit("scenario b supports upstream latencies 0 and 50 ms (the proxies are configured for those)")
             for conns in plan.concurrency:
                 ours = self.start_ours(f"b-{latency}ms-c{conns}")
-                targets = self.targets(ours)
-                completed_ours = 0
-                for t in targets:  # warm-up (also opens the connections)
-                    self.settle()
-                    run = wrk(t.url(kind), t.body(kind), conns, plan.warmup, t.auth)
-                    if t.name == "ours":
-                        completed_ours += run["requests"]
-                runs: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
-                by_name = {t.name: t for t in targets}
-                for r in range(plan.reps):
-                    for name in rotate(list(by_name), r):
-                        t = by_name[name]
-                        waited = self.settle()
-                        run = wrk(t.url(kind), t.body(kind), conns, self.duration_for(name, conns), t.auth)
-                        run["settled_s"] = round(waited, 2)
-                        runs[name].append(run)
-                        if run["rps"] > 0:
-                            self.rate_seen[name] = run["rps"]
-                        if name == "ours":
-                            completed_ours += run["requests"]
-                cell: dict[str, Any] = {"latency_ms": latency, "conns": conns, "targets": {}}
-                for name, rs in runs.items():
-                    cell["targets"][name] = {
-                        "rps": med([x["rps"] for x in rs]),
-                        "p50_ms": med([x["p50_ms"] for x in rs]),
-                        "p99_ms": med([x["p99_ms"] for x in rs]),
-                        "errors": sum(x["errors"] for x in rs),
-                        "error_kinds": _merge([x["error_kinds"] for x in rs]),
-                        "runs": rs,
-                    }
-                if "ours" in runs and "litellm" in runs:
-                    cell["ours_over_litellm"] = med([o["rps"] / l["rps"] if l["rps"] else float("inf")
-                                                     for o, l in zip(runs["ours"], runs["litellm"])])
-                if "direct" in runs and "litellm" in runs:  # the best any proxy could do against LiteLLM here
-                    cell["direct_over_litellm"] = med([d["rps"] / l["rps"] if l["rps"] else float("inf")
-                                                       for d, l in zip(runs["direct"], runs["litellm"])])
-                if "ours" in runs and "direct" in runs:
-                    cell["ours_over_direct"] = med([o["rps"] / d["rps"] for o, d in zip(runs["ours"], runs["direct"])])
-                cell["ours_rows"] = self.finish_ours(ours, completed_ours)
+                m = wrk_rounds(legs(self.targets(ours), kind), conns, plan.reps, plan.warmup, self.settle,
+                               lambda leg, c=conns: self.duration_for(leg.name, c), self.note_rate)
+                cell: dict[str, Any] = {"latency_ms": latency, "conns": conns, "targets": m.targets}
+                for key, name, base in (("ours_over_litellm", "ours", "litellm"), ("direct_over_litellm", "direct", "litellm"),
+                                        ("ours_over_direct", "ours", "direct")):
+                    if name in m.rounds and base in m.rounds:  # direct÷LiteLLM: the best any proxy could do against LiteLLM
+                        cell[key] = m.ratio(name, base)
+                cell["ours_rows"] = self.finish_ours(ours, m.completed_ours)
                 cells.append(cell)
                 parts = [f"{LABEL[n]} {v['rps']:,.0f} req/s p99 {v['p99_ms']:.1f} ms err {v['errors']}" for n, v in cell["targets"].items()]
                 ratio = f" | ours÷LiteLLM {cell['ours_over_litellm']:.1f}x" if "ours_over_litellm" in cell else ""
                 lost = f" | rows lost {cell['ours_rows']['rows_lost']}" if cell.get("ours_rows") else ""
                 log(f"  {latency:>2} ms c={conns:<3} " + " | ".join(parts) + ratio + lost)
         self.results["b"] = {"reps": plan.reps, "duration_s": plan.duration, "cells": cells}
+
+    def note_rate(self, leg: Leg, run: dict[str, Any]) -> None:
+        if run["rps"] > 0:
+            self.rate_seen[leg.name] = run["rps"]
 
     # c. streaming
 
@@ -800,54 +273,11 @@ class Bench:
         log(f"scenario c: streams of {STREAM_CHUNKS} chunks {STREAM_GAP_MS} ms apart, "
             f"{plan.stream_rounds} rounds x {plan.stream_block} streams per target, interleaved")
         ours = self.start_ours("c")
-        targets = self.targets(ours)
-        conns = {t.name: clients.Conn("127.0.0.1", t.port) for t in targets}
-        by_name = {t.name: t for t in targets}
-        for t in targets:
-            for request in t.requests("stream", 3, stream=True):
-                conns[t.name].stream(request)
-        blocks: dict[str, list[dict[str, float]]] = {t.name: [] for t in targets}
-        chunks: dict[str, list[int]] = {t.name: [] for t in targets}
-        bad: dict[str, int] = {t.name: 0 for t in targets}
-        completed_ours = 3
-        for r in range(plan.stream_rounds):
-            for name in rotate([t.name for t in targets], r):
-                self.settle()
-                conns[name].open()  # a fresh connection (servers drop idle ones), warmed by one untimed stream
-                conns[name].stream(by_name[name].request("stream", stream=True))
-                if name == "ours":
-                    completed_ours += 1
-                ttft, gaps, total = [], [], []
-                for request in by_name[name].requests("stream", plan.stream_block, stream=True):
-                    timing = conns[name].stream(request)
-                    if timing.status != 200 or not timing.done or len(timing.event_ns) < STREAM_CHUNKS or timing.ttft_ns < 0:
-                        bad[name] += 1
-                    if timing.ttft_ns >= 0:
-                        ttft.append(timing.ttft_ns / 1e6)
-                    ev = timing.event_ns
-                    gaps += [(b - a) / 1e6 for a, b in zip(ev, ev[1:])]
-                    if ev:
-                        total.append(ev[-1] / 1e6)
-                    chunks[name].append(len(ev))
-                    if name == "ours":
-                        completed_ours += 1
-                blocks[name].append({"ttft_p50": pct(ttft, 50), "ttft_p99": pct(ttft, 99), "gap_p50": pct(gaps, 50),
-                                     "gap_p99": pct(gaps, 99), "total_p50": pct(total, 50)})
-        for c in conns.values():
-            c.close()
+        m = streaming(legs(self.targets(ours), "stream"), plan.stream_rounds, plan.stream_block, self.settle, STREAM_CHUNKS)
+        m.add_added("direct", ("ttft_p50", "ttft_p99", "gap_p50", "gap_p99"))
         out: dict[str, Any] = {"chunks": STREAM_CHUNKS, "gap_ms": STREAM_GAP_MS, "rounds": plan.stream_rounds,
-                               "block": plan.stream_block, "targets": {}}
-        for name, bs in blocks.items():
-            out["targets"][name] = {k + "_ms": med([b[k] for b in bs]) for k in bs[0]}
-            out["targets"][name]["content_chunks_median"] = med(chunks[name])
-            out["targets"][name]["incomplete_streams"] = bad[name]
-        if "direct" in blocks:
-            for name, bs in blocks.items():
-                if name == "direct":
-                    continue
-                for k in ("ttft_p50", "ttft_p99", "gap_p50", "gap_p99"):
-                    out["targets"][name][f"added_{k}_ms"] = med([b[k] - d[k] for b, d in zip(bs, blocks["direct"])])
-        out["ours_rows"] = self.finish_ours(ours, completed_ours)
+                               "block": plan.stream_block, "targets": m.targets}
+        out["ours_rows"] = self.finish_ours(ours, m.completed_ours)
         self.results["c"] = out
         for name, v in out["targets"].items():
             added = (f", added TTFT {v['added_ttft_p50_ms']:.3f} ms, added gap {v['added_gap_p50_ms']:.3f} ms"
@@ -954,16 +384,21 @@ class Bench:
         log(f"  RSS {r10 / 1024 if r10 else 0:.1f} MiB at {first_mark:,} → {rend / 1024 if rend else 0:.1f} MiB at {done:,} "
             f"({growth:+.1f} %), {self.results['e']['rps']:,.0f} req/s under load, rows lost {account['rows_lost'] if account else '-'}")
 
+    # f. the Responses API
+
+    def scenario_f(self) -> None:
+        scenario_responses.run(self)
+
     # all
 
     def run(self) -> None:
         plan = self.plan
         self.results["machine"] = machine_info()
         self.results["started"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-        t0 = time.monotonic()
+        t0, cpu0 = time.monotonic(), cpu_counters()
         if "b" in plan.only or "e" in plan.only:
             self.capacity()
-        for letter in "abcde":
+        for letter in SCENARIOS:
             if letter in plan.only:
                 try:
                     getattr(self, f"scenario_{letter}")()
@@ -977,6 +412,10 @@ class Bench:
                     if self.ours is not None:  # its log and rows still tell what happened
                         self.results.setdefault("failed_ours", {})[letter] = self.finish_ours(self.ours, 0)
         self.results["seconds"] = round(time.monotonic() - t0, 1)
+        # how busy the machine was: the bench itself keeps about 2 runnable; steal is time the VM's host took
+        self.results["machine"]["loadavg_at_end"] = os.getloadavg()
+        spent = [b - a for a, b in zip(cpu0, cpu_counters())]
+        self.results["machine"]["steal_percent"] = round(100 * spent[7] / max(1, sum(spent[:8])), 1) if len(spent) > 7 else None
         if self.litellm is not None:
             self.litellm.proc.stop()
 
@@ -988,47 +427,6 @@ class Bench:
             for f in self.tmp.glob("*.log"):
                 shutil.copy(f, logs / f.name)
             shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def _merge(dicts: list[dict[str, int]]) -> dict[str, int]:
-    merged: dict[str, int] = {}
-    for d in dicts:
-        for k, v in d.items():
-            merged[k] = merged.get(k, 0) + v
-    return merged
-
-
-def machine_info() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    mem = ""
-    with contextlib.suppress(OSError):
-        mem = Path("/proc/meminfo").read_text().splitlines()[0].split(":", 1)[1].strip()
-    wrk_version = ""
-    with contextlib.suppress(Exception):
-        wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.splitlines()[0].split(" Copyright")[0].strip()
-    commit = ""
-    with contextlib.suppress(Exception):
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "proxy"], capture_output=True, text=True).stdout.strip()
-        if dirty:
-            commit += " + uncommitted changes in proxy/"
-    packages = {}
-    for name in ("uvicorn", "uvloop", "httptools", "starlette", "aiohttp", "sqlalchemy", "aiosqlite", "orjson"):
-        with contextlib.suppress(Exception):
-            import importlib.metadata as md
-
-            packages[name] = md.version(name)
-    return {
-        "cpu": model, "cores": os.cpu_count(), "memory": mem, "kernel": platform.release(),
-        "python": platform.python_version(), "wrk": wrk_version, "loadavg_at_start": os.getloadavg(),
-        "pinning": "proxy under test on core 0; fake upstream, wrk, Python clients and the harness on core 1" if PINNING else "none (taskset missing or 1 core)",
-        "commit": commit, "packages": packages,
-    }
 
 
 def main(argv: list[str] | None = None) -> int:

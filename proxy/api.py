@@ -12,11 +12,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .answers import CapturedStream, WholeAnswer, passthrough_headers
-from .cache import AnswerCache, request_key
+from .cache import request_key
 from .config import Settings
 from .errors import ProxyError
 from .forward import Forwarder, endpoint_name, own_path_error
+from .metrics import Metrics
 from .models import ModelCatalogue
+from .preprocess.hook import Preprocessor
 from .providers import ENDPOINTS, Provider
 from .pricing import Pricer
 from .record import CallRecord
@@ -30,7 +32,7 @@ from .responses.state import ResponseIndex
 from .responses.turns import ResponseTurns
 from .routing import Router, check_deployment
 from .routing import Route as UpstreamRoute
-from .singleflight import SingleFlight
+from .shared import build_sharing
 from .sse_response import SHUT_DOWN, STREAM_HEADERS, RelayedStream
 from .store.reader import rows_for_response
 from .streaming import StreamRelay
@@ -72,6 +74,7 @@ class ProxyAPI:
         self.router = Router(settings)
         self.caller = UpstreamCaller(providers, client, settings.retry)
         self.catalogue = ModelCatalogue(self.router, providers, client)
+        self.preprocessor = Preprocessor(settings.templates, settings.alias_preprocess)
         self.forwarder = Forwarder(self.router, self.caller, settings)
         self.recorder = recorder
         store = recorder.store
@@ -81,10 +84,17 @@ class ProxyAPI:
             settings.prices,
             {name: p.price_provider for name, p in settings.providers.items() if p.price_provider},
         )
-        self.flights: SingleFlight[WholeAnswer | ProxyError] = SingleFlight()
-        self.cache: AnswerCache[WholeAnswer | CapturedStream] = AnswerCache(
-            settings.cache.ttl, settings.cache.max_entries
-        )
+        self.sharing = build_sharing(settings)  # in-process, or through Redis with REDIS_URL
+        self.flights, self.cache = self.sharing.flights, self.sharing.cache
+        self.metrics = Metrics(settings.client_keys, recorder.stats, settings.metrics_dir)
+
+    async def start(self) -> None:
+        await self.sharing.start()
+        await self.metrics.start()
+
+    async def aclose(self) -> None:
+        await self.sharing.aclose()
+        await self.metrics.aclose()
 
     def routes(self) -> list[Route]:
         routes = [Route(f"/v1/{e}", self._endpoint_handler(e), methods=["POST"]) for e in ENDPOINTS]
@@ -103,6 +113,7 @@ class ProxyAPI:
             ]
         routes += [
             Route("/healthz", self.healthz, methods=["GET"]),
+            Route("/metrics", self.metrics.endpoint, methods=["GET"]),
             Route("/v1/{path:path}", self.forward, methods=list(ANY_METHOD)),
             Route("/openai/v1/{path:path}", self.forward, methods=list(ANY_METHOD)),
         ]
@@ -162,8 +173,10 @@ class ProxyAPI:
             record.client = authenticate(self.settings.client_keys, headers)
             options = parse_options(headers, self.settings.retry.max_attempts)
             record.study_metadata = study_metadata(headers, self.settings.limits.max_json_depth)
+            steps = self.preprocessor.requested(headers)
             body = await read_body(request, headers, self.settings.max_body_bytes)
-            record.request_text = body.decode("utf-8", "replace")
+            # with preprocessing asked for, the log keeps the preprocessed body or none
+            record.request_text = None if steps else body.decode("utf-8", "replace")
             check_content_type(headers)
             decode_text(body)
             payload = record.payload = parse_payload(body, self.settings.limits.max_json_depth)
@@ -174,6 +187,7 @@ class ProxyAPI:
             if azure and isinstance(asked, str):
                 asked = self._deployment_model(asked)
             record.model = asked if isinstance(asked, str) else None
+            payload = self.preprocessor.apply(record, endpoint, payload, record.model, steps)
             model = validate(endpoint, payload, asked)
             routes = self.router.resolve(model)
             upstream_payload = payload
@@ -196,7 +210,7 @@ class ProxyAPI:
 
     async def _complete(self, call: Call) -> Response:
         record = call.record
-        if call.cache == "on" and isinstance(hit := self.cache.get(call.key), WholeAnswer):
+        if call.cache == "on" and isinstance(hit := await self.cache.get(call.key), WholeAnswer):
             record.cache = "hit"
             return self._answer(record, hit)
 
@@ -233,7 +247,7 @@ class ProxyAPI:
 
     async def _stream(self, call: Call) -> Response:
         record, endpoint, payload = call.record, call.endpoint, call.upstream_payload
-        if call.cache == "on" and isinstance(hit := self.cache.get(call.key), CapturedStream):
+        if call.cache == "on" and isinstance(hit := await self.cache.get(call.key), CapturedStream):
             return self._replay(record, hit)
         if call.cache != "off":
             record.cache = "miss"
@@ -311,6 +325,7 @@ class ProxyAPI:
             if record.attempts and not self.caller.providers[record.attempts[-1].provider].config.responses:
                 record.notes.append(f"translated to chat/completions: `{record.provider}` has no Responses API")
             self.responses.remember(record)
+        self.metrics.observe(record)
         self.recorder.submit(record)
 
     def study_headers(self, record: CallRecord) -> dict[str, str]:

@@ -67,24 +67,40 @@ def create_app(settings: Settings) -> ProxyApp:
     client = UpstreamClient(settings.timeouts.connect, settings.timeouts.first_byte)
     api = ProxyAPI(settings, build_providers(settings), client, recorder)
     routes: list = api.routes()
-    datasette = None
-    if settings.ui and store.path is not None:
+    datasette = ui_copy = None
+    if settings.ui and (store.path is not None or store.dialect == "postgresql"):
         from analytics.datasette import create_datasette
 
-        datasette = create_datasette(store.path, base_url="/ui/")
+        ui_path = store.path
+        if ui_path is None:  # PostgreSQL: Datasette serves a SQLite copy, refreshed in the background
+            from analytics.ui_copy import UICopy
+
+            ui_copy = UICopy(settings.database_url, settings.ui_copy)
+            ui_path = ui_copy.path
+        datasette = create_datasette(ui_path, base_url="/ui/")
         ui = datasette.app()
-        routes.append(Mount("/ui", app=require_proxy_key(ui, settings.client_keys) if settings.client_keys else ui))
+        routes.append(Mount("/ui", app=require_proxy_key(ui, settings.client_keys)))
+    if settings.ui:
+        from .playground import playground_app
+
+        routes.append(Mount("/playground", app=playground_app()))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await recorder.start()  # migrates the log, replays any spool left by an earlier run
+        await api.start()  # Redis (when configured) and the metrics' publisher
+        if ui_copy is not None:
+            await ui_copy.start()
         if datasette is not None:
             await datasette.invoke_startup()
         try:
             yield
         finally:
             await client.aclose()
+            if ui_copy is not None:
+                await ui_copy.aclose()
             await recorder.stop()
+            await api.aclose()  # after the recorder: the metrics' last publish has its final counts
             await store.dispose()
 
     options: dict[str, Any] = {
@@ -94,6 +110,7 @@ def create_app(settings: Settings) -> ProxyApp:
     hosts = None if "*" in names else HostAllowList(names)
     app = ProxyApp(api, hosts, settings.cors_allow_origins, **options)
     app.state.ui = datasette is not None
+    app.state.ui_copy = ui_copy
     return app
 
 

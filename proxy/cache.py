@@ -1,4 +1,8 @@
-"""An exact-match answer cache in memory: TTL, a size bound, least recently used out first."""
+"""An exact-match answer cache in memory: TTL, a size bound, least recently used out first.
+
+`Cache` is what the handlers use: this in-process `AnswerCache`, or
+`proxy.shared.redis_cache.RedisCache` shared across processes and hosts.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 
@@ -23,6 +27,16 @@ def request_key(endpoint: str, routes: Sequence[Route], identity: str, payload: 
     return digest.digest()
 
 
+class Cache(Protocol[T]):
+    async def get(self, key: bytes) -> T | None:
+        """The answer stored under `key`, if it has not expired."""
+        ...
+
+    def put(self, key: bytes, value: T) -> None:
+        """Store an answer; never waits (a shared cache writes in the background)."""
+        ...
+
+
 class AnswerCache(Generic[T]):
     def __init__(self, ttl: float, max_entries: int) -> None:
         self.ttl = ttl
@@ -32,7 +46,7 @@ class AnswerCache(Generic[T]):
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: bytes) -> T | None:
+    async def get(self, key: bytes) -> T | None:
         entry = self._entries.get(key)
         if entry is None:
             return None

@@ -26,10 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     database.add_argument("--db", metavar="PATH", help="SQLite file for the log")
     database.add_argument("--database-url", metavar="URL", help="sqlite:///file.db or postgresql://… (default: $DATABASE_URL)")
     serve.add_argument("--config", metavar="FILE", help="TOML file with extra providers, aliases and proxy keys")
-    serve.add_argument("--no-ui", action="store_true", help="do not mount Datasette under /ui/")
+    serve.add_argument("--no-ui", action="store_true", help="do not mount Datasette under /ui/ nor the playground under /playground/")
     serve.add_argument(
         "--allow-open", action="store_true",
-        help="serve on a non-loopback address without proxy keys (also $ALLOW_OPEN=1)",
+        help="serve on a non-loopback address without proxy keys (also $STUDY_ALLOW_OPEN=1)",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
@@ -37,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--db", metavar="PATH", help="SQLite file of the log (default: $DATABASE_URL's file)")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=8001)
-    from analytics import report, runner
+    from analytics import export, report, runner
 
+    export.add_arguments(commands.add_parser("export", help="copy the log into a SQLite file that `ui` serves"))
     runner.add_arguments(commands.add_parser("study", help="run a prompt set across models, every call recorded"))
     report.add_arguments(commands.add_parser("report", help="compare providers and models from the log"))
     return parser
@@ -57,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
             from analytics import report
 
             return report.run(args)
+        if args.command == "export":
+            from analytics import export
+
+            return export.run(args)
         return ui(args)
     except ConfigError as exc:
         print(f"study-query-llm: configuration error: {exc}", file=sys.stderr)
@@ -94,8 +99,13 @@ def serve(args: argparse.Namespace) -> int:
     app = create_app(settings)
     base = f"http://{settings.host}:{settings.port}"
     print(f"Study Query LLM proxy: {base}/v1  (default provider: {settings.default_provider})", flush=True)
-    if app.state.ui:
+    if app.state.ui_copy is not None:
+        copy = app.state.ui_copy
+        print(f"Datasette UI:          {base}/ui/  (a copy of the log, refreshed every {copy.refresh:g}s: {copy.path})", flush=True)
+    elif app.state.ui:
         print(f"Datasette UI:          {base}/ui/", flush=True)
+    if settings.ui:
+        print(f"Playground:            {base}/playground/", flush=True)
     print(f"Log:                   {display_url(settings.database_url)}", flush=True)
     limits = settings.limits
     capacity = connection_cap(limits.max_connections, raise_open_file_limit())

@@ -18,6 +18,7 @@ from dotenv import dotenv_values
 
 from .hosts import HostError, allowed_names
 from .limits import LIMIT_KEYS, ClientLimits
+from .preprocess.steps import USER_INPUT, PreprocessError, Steps, parse_steps
 from .pricing import Price
 
 DEFAULT_DATABASE_URL = "sqlite:///study_query_llm.db"
@@ -73,12 +74,34 @@ class CachePolicy:
 
 
 @dataclass(frozen=True)
+class RedisPolicy:
+    """How the processes on one `REDIS_URL` share single-flight and the cache (docs/deployment.md)."""
+
+    prefix: str = "study-query-llm:"  # of every key and channel: several deployments can share a Redis
+    lease: float = 5.0  # seconds a flight's lease lasts unless its leader renews it (every third of it)
+    poll: float = 0.25  # how often a follower looks for the answer, should a notice go missing
+    timeout: float = 0.5  # per command (and to connect): longer, and the call goes on without Redis
+    retry_interval: float = 5.0  # while Redis is away, how often it is tried again
+    max_entry_bytes: int = 1024 * 1024  # larger answers are not cached, nor passed through Redis
+
+
+@dataclass(frozen=True)
+class UICopyPolicy:
+    """The SQLite copy of a PostgreSQL log that `/ui/` serves (analytics/export.py)."""
+
+    copy_path: str = ""  # default: ./study_query_llm.ui-copy.db
+    refresh: float = 60.0  # seconds between two refreshes of the copy
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole configuration of one proxy process."""
 
     providers: Mapping[str, ProviderConfig]
     aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     cached_aliases: frozenset[str] = frozenset()
+    templates: Mapping[str, str] = field(default_factory=dict)  # [templates.NAME] text, for template=NAME
+    alias_preprocess: Mapping[str, Steps] = field(default_factory=dict)  # [aliases.NAME] preprocess
     prices: Mapping[str, Price] = field(default_factory=dict)
     client_keys: Mapping[str, str] = field(default_factory=dict, repr=False)
     database_url: str = DEFAULT_DATABASE_URL
@@ -93,6 +116,10 @@ class Settings:
     retry: RetryPolicy = RetryPolicy()
     timeouts: Timeouts = Timeouts()
     cache: CachePolicy = CachePolicy()
+    redis_url: str | None = field(default=None, repr=False)  # a URL may hold a password
+    redis: RedisPolicy = RedisPolicy()
+    ui_copy: UICopyPolicy = UICopyPolicy()
+    metrics_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR: metrics summed across processes (proxy/metrics.py)
 
     @property
     def default_provider(self) -> str:
@@ -137,10 +164,13 @@ def load_settings(
             "(timeouts live in [timeouts]: connect, first_byte, stream_idle)"
         )
     aliases, cached_aliases = _aliases(config.get("aliases", {}))
+    templates = _templates(config.get("templates", {}))
     values: dict[str, Any] = {
         "providers": providers,
         "aliases": aliases,
         "cached_aliases": cached_aliases,
+        "templates": templates,
+        "alias_preprocess": _alias_preprocess(config.get("aliases", {}), templates),
         "prices": _prices(config.get("prices", {})),
         "client_keys": _client_keys(config.get("clients", {}), env),
         "database_url": env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
@@ -149,11 +179,15 @@ def load_settings(
         "max_body_bytes": int(server.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES)),
         "cors_allow_origins": _cors_origins(env.get("CORS_ALLOW_ORIGINS"), server.get("cors_allow_origins", [])),
         "allowed_hosts": _allowed_hosts(env.get("ALLOWED_HOSTS"), server.get("allowed_hosts", [])),
-        "allow_open": _flag(env.get("ALLOW_OPEN"), "ALLOW_OPEN"),
+        "allow_open": _flag(env.get("STUDY_ALLOW_OPEN"), "STUDY_ALLOW_OPEN"),
         "limits": _limits(server),
         "retry": _section(RetryPolicy, config.get("retry", {}), "retry"),
         "timeouts": _section(Timeouts, config.get("timeouts", {}), "timeouts"),
         "cache": _section(CachePolicy, config.get("cache", {}), "cache"),
+        "redis_url": env.get("REDIS_URL") or None,
+        "redis": _section(RedisPolicy, config.get("redis", {}), "redis"),
+        "ui_copy": _section(UICopyPolicy, config.get("ui", {}), "ui"),
+        "metrics_dir": env.get("PROMETHEUS_MULTIPROC_DIR") or None,
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)
@@ -237,6 +271,33 @@ def _aliases(table: Mapping[str, Any]) -> tuple[dict[str, tuple[str, ...]], froz
         if isinstance(spec, Mapping) and spec.get("cache"):
             cached.add(alias)
     return aliases, frozenset(cached)
+
+
+def _templates(table: Mapping[str, Any]) -> dict[str, str]:
+    """`[templates.NAME] text = "... {user_input} ..."`: what `template=NAME` puts around the user's input."""
+    templates = {}
+    for name, spec in table.items():
+        text = spec.get("text") if isinstance(spec, Mapping) else None
+        if not isinstance(text, str) or USER_INPUT not in text:
+            raise ConfigError(f"[templates.{name}] needs a `text` string holding {USER_INPUT}")
+        templates[name] = text
+    return templates
+
+
+def _alias_preprocess(table: Mapping[str, Any], templates: Mapping[str, str]) -> dict[str, Steps]:
+    """`[aliases.NAME] preprocess = ["pii", "truncate=2000", …]`: steps every call to the alias gets."""
+    steps = {}
+    for alias, spec in table.items():
+        items = spec.get("preprocess") if isinstance(spec, Mapping) else None
+        if items is None:
+            continue
+        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+            raise ConfigError(f"alias {alias!r}: preprocess must be a list of steps, e.g. [\"pii\", \"truncate=2000\"]")
+        try:
+            steps[alias] = parse_steps(items, templates)
+        except PreprocessError as exc:
+            raise ConfigError(f"alias {alias!r}: preprocess: {exc}") from None
+    return steps
 
 
 def _prices(table: Mapping[str, Any]) -> dict[str, Price]:

@@ -3,7 +3,7 @@
 Bound to a loopback address the proxy is reachable from this machine only. Bound to any
 other address with no proxy keys (`[clients]`), anyone who can reach the port spends the
 operator's provider keys and reads the whole log through `/ui/`: the proxy then refuses to
-start unless told to run open (`--allow-open` or `ALLOW_OPEN=1`, for a container whose port
+start unless told to run open (`--allow-open` or `STUDY_ALLOW_OPEN=1`, for a container whose port
 is published to the host only, or a trusted network).
 """
 
@@ -39,6 +39,6 @@ def open_bind_refusal(host: str, has_client_keys: bool, allow_open: bool) -> str
         f"refusing to listen on {host}, an address other machines may reach, with no proxy keys: "
         "anyone who can reach it could spend your provider keys and read every logged prompt "
         "in /ui/. Configure proxy keys ([clients] in the config file), bind to 127.0.0.1, or "
-        "pass --allow-open (or set ALLOW_OPEN=1) to run open on purpose, for example in a "
+        "pass --allow-open (or set STUDY_ALLOW_OPEN=1) to run open on purpose, for example in a "
         "container whose port is published on the host's loopback only."
     )

@@ -6,6 +6,8 @@ calls, the Responses API and its follow-ups by id.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import re
@@ -113,7 +115,15 @@ def identity(headers: Mapping[str, str], client: str | None) -> str:
 
 
 def client_token(headers: Mapping[str, str]) -> str:
+    """The key a request carries: `Authorization: Bearer <key>`, the password of
+    `Authorization: Basic …` (what a browser sends for `/ui/`; any user name), or `api-key`."""
     authorization = headers.get("authorization", "")
     if authorization[:7].lower() == "bearer ":
         return authorization[7:].strip()
+    if authorization[:6].lower() == "basic ":
+        try:
+            decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return ""
+        return decoded.partition(":")[2]
     return headers.get("api-key", "")

@@ -20,6 +20,7 @@ path segment of the model counts, so `meta-llama/no-usage-x` behaves like `no-us
     fail-503-twice-*  the first two calls: 503; then normal answers
     fail-503-*        503 with an OpenAI error body, always
     fail-NNN-*        any other 4xx/5xx status NNN with an OpenAI error body, always
+    hang-once-*       the first call hangs like hang-*; then normal answers
     hang-*            never answers (until the client goes away or the fake stops)
     slow-stream-*     streams SLOW_CHUNKS chunks SLOW_DELAY seconds apart
     slow-*            a normal answer (streamed or not) after SLOW_ANSWER_DELAY seconds
@@ -370,7 +371,11 @@ class FakeUpstream:
     async def _failure(self, request: Request, model: str, call: int, headers: dict[str, str]) -> Response | None:
         """The answer of a `fail-*`, `hang-*` or `slow-*` model (after its delay); None for a normal answer."""
         kind = model.rsplit("/", 1)[-1]
-        if kind.startswith("hang"):
+        if kind.startswith("hang-once"):
+            if call == 1:
+                await self._wait_until_released(request)
+                return error(504, "Fake upstream hung.", "server_error", None, None, headers)
+        elif kind.startswith("hang"):
             await self._wait_until_released(request)
             return error(504, "Fake upstream hung.", "server_error", None, None, headers)
         if kind.startswith("slow-") and not kind.startswith("slow-stream"):

@@ -21,13 +21,14 @@ def test_cache_ttl_and_size_bound(monkeypatch):
     now = [1000.0]
     monkeypatch.setattr(time, "monotonic", lambda: now[0])
     cache = AnswerCache(ttl=10, max_entries=2)
+    get = lambda key: asyncio.run(cache.get(key))  # noqa: E731
     cache.put(b"a", 1)
     cache.put(b"b", 2)
-    assert cache.get(b"a") == 1  # a is now the most recently used
+    assert get(b"a") == 1  # a is now the most recently used
     cache.put(b"c", 3)
-    assert cache.get(b"b") is None and cache.get(b"a") == 1 and len(cache) == 2
+    assert get(b"b") is None and get(b"a") == 1 and len(cache) == 2
     now[0] += 11
-    assert cache.get(b"a") is None
+    assert get(b"a") is None
 
 
 def test_single_flight_makes_one_call_for_concurrent_identical_keys():

@@ -288,7 +288,7 @@ async def test_canned_query_slowest_calls(ds: Any) -> None:
 
 CANNED = {
     "latency_percentiles", "error_breakdown", "cost_per_day", "cache_savings", "slowest_calls",
-    "latest_errors", "calls_by_model", "studies", "study_answers", "search", "session",
+    "latest_errors", "calls_by_model", "studies", "study_answers", "search", "session", "conversation",
 }
 WINDOWED = {
     "latency_percentiles", "error_breakdown", "cost_per_day", "cache_savings", "slowest_calls",

@@ -148,6 +148,13 @@ def test_ui_asks_for_a_proxy_key(keyed, path):
         assert response.status_code == 200, (authorization, response.text[:300])
 
 
+def test_metrics_take_the_same_credentials(keyed):
+    assert httpx.get(keyed.url + "/metrics", timeout=10).status_code == 401
+    for authorization in (basic("prometheus", CLIENT_KEY), f"Bearer {CLIENT_KEY}"):
+        response = httpx.get(keyed.url + "/metrics", headers={"Authorization": authorization}, timeout=10)
+        assert response.status_code == 200, response.text[:300]
+
+
 def test_ui_without_proxy_keys_is_open_as_before(proxy):
     assert httpx.get(proxy.url + "/ui/", timeout=10).status_code == 200
 
@@ -183,7 +190,7 @@ def test_serve_on_every_interface_without_keys_refuses_to_start(tmp_path):
 
 
 def test_allow_open_zero_still_refuses(tmp_path):
-    process = serve(tmp_path, "--host", "0.0.0.0", "--port", str(free_port()), env={"ALLOW_OPEN": "0"})
+    process = serve(tmp_path, "--host", "0.0.0.0", "--port", str(free_port()), env={"STUDY_ALLOW_OPEN": "0"})
     assert process.wait(30) == 2
 
 
@@ -191,7 +198,7 @@ def test_allow_open_zero_still_refuses(tmp_path):
 def test_allow_open_starts_and_serves_its_own_address(tmp_path, how):
     port = free_port()
     args = ["--host", "127.0.0.2", "--port", str(port)] + (["--allow-open"] if how == "flag" else [])
-    process = serve(tmp_path, *args, env={"ALLOW_OPEN": "1"} if how == "env" else None)
+    process = serve(tmp_path, *args, env={"STUDY_ALLOW_OPEN": "1"} if how == "env" else None)
     try:
         deadline = time.monotonic() + 20
         while True:

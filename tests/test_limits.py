@@ -12,8 +12,7 @@ from proxy.exposure import is_loopback, open_bind_refusal
 from proxy.hosts import HostAllowList, HostError, allowed_names, normalise
 from proxy.json_depth import depth_exceeds
 from proxy.limits import RESERVED_FDS, ClientLimits, connection_cap
-from proxy.operator_auth import operator_token
-from proxy.request_headers import parse_options, study_metadata
+from proxy.request_headers import client_token, parse_options, study_metadata
 
 
 @pytest.mark.parametrize("text, limit, deeper", [
@@ -85,17 +84,19 @@ def test_no_host_header_is_not_allowed():
     assert HostAllowList(["localhost"]).allows([(b"accept", b"*/*")]) is False
 
 
-def basic(text: str) -> bytes:
-    return b"Basic " + base64.b64encode(text.encode())
+def basic(text: str) -> str:
+    return "Basic " + base64.b64encode(text.encode()).decode()
 
 
-@pytest.mark.parametrize("authorization, token", [
-    (basic("alice:sk-1"), "sk-1"), (basic(":sk-1"), "sk-1"), (basic("alice:a:b"), "a:b"), (b"Bearer sk-2", "sk-2"),
-    (b"bearer  sk-2 ", "sk-2"), (b"Basic !!!", ""), (basic("no-colon"), ""), (b"Digest x", ""), (None, ""),
+@pytest.mark.parametrize("headers, token", [
+    ({"authorization": basic("alice:sk-1")}, "sk-1"), ({"authorization": basic(":sk-1")}, "sk-1"),
+    ({"authorization": basic("alice:a:b")}, "a:b"), ({"authorization": "Bearer sk-2"}, "sk-2"),
+    ({"authorization": "bearer  sk-2 "}, "sk-2"), ({"authorization": "Basic !!!"}, ""),
+    ({"authorization": basic("no-colon")}, ""), ({"authorization": "Digest x"}, ""), ({}, ""),
+    ({"api-key": "sk-3"}, "sk-3"), ({"authorization": "Bearerx"}, ""),
 ])
-def test_operator_token(authorization, token):
-    headers = [(b"authorization", authorization)] if authorization is not None else []
-    assert operator_token(headers) == token
+def test_the_key_a_request_carries(headers, token):
+    assert client_token(headers) == token
 
 
 @pytest.mark.parametrize("host, loopback", [
@@ -112,7 +113,7 @@ def test_open_bind_refusal():
     assert open_bind_refusal("0.0.0.0", True, False) is None  # proxy keys
     assert open_bind_refusal("0.0.0.0", False, True) is None  # --allow-open
     reason = open_bind_refusal("0.0.0.0", False, False)
-    assert reason and "0.0.0.0" in reason and "--allow-open" in reason and "ALLOW_OPEN" in reason
+    assert reason and "0.0.0.0" in reason and "--allow-open" in reason and "STUDY_ALLOW_OPEN" in reason
 
 
 def test_connection_cap():
@@ -122,7 +123,7 @@ def test_connection_cap():
 
 
 def test_server_settings():
-    settings = load_settings(env={"ALLOWED_HOSTS": "proxy.test, ::1", "ALLOW_OPEN": "yes"})
+    settings = load_settings(env={"ALLOWED_HOSTS": "proxy.test, ::1", "STUDY_ALLOW_OPEN": "yes"})
     assert settings.allowed_hosts == ("proxy.test", "[::1]")
     assert settings.allow_open is True
     assert settings.limits == ClientLimits()
@@ -131,7 +132,7 @@ def test_server_settings():
 
 @pytest.mark.parametrize("env, toml, message", [
     ({"ALLOWED_HOSTS": "proxy.test:8000"}, "", "ALLOWED_HOSTS"),
-    ({"ALLOW_OPEN": "maybe"}, "", "ALLOW_OPEN"),
+    ({"STUDY_ALLOW_OPEN": "maybe"}, "", "STUDY_ALLOW_OPEN"),
     ({}, "[server]\nallowed_hosts = 'x'\n", "allowed_hosts"),
     ({}, "[server]\nmax_json_depth = 300\n", "max_json_depth"),
     ({}, "[server]\nheader_timeout = 0\n", "header_timeout"),

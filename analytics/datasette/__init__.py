@@ -234,15 +234,19 @@ def create_datasette(
 def serve_ui(db_path: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8001) -> None:
     """Serve Datasette alone over an existing log (`study-query-llm ui`), until interrupted.
 
-    `db_path` is a file or a `sqlite:///` URL (as in DATABASE_URL); PostgreSQL logs have no UI.
+    `db_path` is a file or a `sqlite:///` URL (as in DATABASE_URL); a PostgreSQL log is served
+    through a SQLite copy (`study-query-llm export`, analytics/export.py).
     """
     import uvicorn
 
-    from proxy.store.engine import sqlite_path
+    from proxy.store.engine import display_url, sqlite_path
 
     path = sqlite_path(os.fspath(db_path))
     if path is None:
-        raise ValueError(f"Datasette serves SQLite logs only, not {db_path!r}")
+        raise ValueError(
+            f"Datasette serves SQLite files, and {display_url(os.fspath(db_path))} is not one: copy it with "
+            "`study-query-llm export --database-url URL --to log-copy.db`, then `study-query-llm ui --db log-copy.db`"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"no log database at {path}: run `study-query-llm serve` first")
     ds = create_datasette(path, base_url="/")

@@ -11,7 +11,7 @@ Datasette in the same process is left alone.
   `study` links to the study's answers side by side; `request_id` links a call to its upstream
   attempts and back.
 - `*_usd` numbers are shown as dollars ($0.000450); the JSON and CSV keep the raw number.
-- The start page (`index.html`) and `study_answers` get their extra variables here.
+- The start page (`index.html`), `study_answers` and `conversation` get their extra variables here.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextvars
 import json
 import re
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
@@ -127,6 +128,17 @@ group by study order by last_call desc limit 50
 """
 
 
+SESSIONS_SQL = """
+with recent as (
+  select session_id, model, created_at, tags from inference_runs
+  where session_id is not null order by created_at desc limit 5000
+)
+select session_id, count(*) as calls, count(distinct model) as models, max(created_at) as last_call,
+  max(coalesce(tags, '') like '%"playground"%') as playground
+from recent group by session_id order by last_call desc limit 30
+"""
+
+
 async def _start_page_vars(datasette: Datasette, request: Any) -> dict[str, Any]:
     actor = request.actor if request is not None else None
     queries = []
@@ -161,7 +173,38 @@ async def _start_page_vars(datasette: Datasette, request: Any) -> dict[str, Any]
         "study_runs_url": datasette.urls.table(DATABASE, "inference_runs"),
         "study_attempts_url": datasette.urls.table(DATABASE, "attempts"),
         "study_database_url": datasette.urls.database(DATABASE),
+        "study_copy": await _copy_state(datasette),
     }
+
+
+async def _copy_state(datasette: Datasette) -> dict[str, Any] | None:
+    """Where a copy of the log comes from and how old it is (`analytics.export`); None for the log itself."""
+    try:
+        result = await datasette.execute(
+            DATABASE, "select source, refreshed_at, refresh_seconds, since from copy_state limit 1"
+        )
+    except Exception:  # noqa: BLE001 - not a copy: no such table
+        return None
+    if not result.rows:
+        return {"first": True}
+    row = dict(result.rows[0])
+    try:
+        made = datetime.fromisoformat(str(row["refreshed_at"]).replace("Z", "+00:00"))
+        row["age"] = _age((datetime.now(UTC) - made).total_seconds())
+    except ValueError:
+        row["age"] = None
+    refresh = row.get("refresh_seconds")
+    row["refresh"] = f"{refresh:g}" if isinstance(refresh, (int, float)) else None
+    return row
+
+
+def _age(seconds: float) -> str:
+    """"12 s", "4 min", "3 h", "2 days": how long ago, for people."""
+    seconds = max(0.0, seconds)
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size * (2 if unit == "days" else 1):
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 async def _studies(datasette: Datasette) -> list[dict[str, Any]]:
@@ -171,6 +214,16 @@ async def _studies(datasette: Datasette) -> list[dict[str, Any]]:
         return []
     url = datasette.urls.query(DATABASE, "study_answers")
     return [dict(row) | {"url": url + "?" + urlencode({"study": row["study"]})} for row in result.rows]
+
+
+async def _sessions(datasette: Datasette) -> list[dict[str, Any]]:
+    """The latest sessions, for the conversation page without a session."""
+    try:
+        result = await datasette.execute(DATABASE, SESSIONS_SQL)
+    except Exception:  # noqa: BLE001 - a log without the table yet: no sessions to list
+        return []
+    url = datasette.urls.query(DATABASE, "conversation")
+    return [dict(row) | {"url": url + "?" + urlencode({"session": row["session_id"]})} for row in result.rows]
 
 
 def _since_error(request: Any) -> str | None:
@@ -197,6 +250,8 @@ def extra_template_vars(template: str, view_name: str, request: Any, datasette: 
             found |= await _start_page_vars(datasette, request)
         if template == f"query-{DATABASE}-study_answers.html":
             found["study_list"] = await _studies(datasette)
+        if template == f"query-{DATABASE}-conversation.html":
+            found["conversation_list"] = await _sessions(datasette)
         return found
 
     return extra()

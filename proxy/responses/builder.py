@@ -8,8 +8,8 @@ the `response` object and, for a stream, the event sequence (`response.created` 
 
 from __future__ import annotations
 
+import random
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -36,13 +36,20 @@ FINAL_EVENTS = {"completed": "response.completed", "incomplete": "response.incom
 
 
 def new_id(prefix: str) -> str:
-    """An id in OpenAI's style (`resp_…`, `msg_…`, `fc_…`, `call_…`)."""
-    return f"{prefix}_{uuid.uuid4().hex}"
+    """An id in OpenAI's style (`resp_…`, `msg_…`, `fc_…`, `call_…`): 128 random bits from Python's
+    generator, not `uuid4()`, whose system call per id shows in a translated call's cost."""
+    return f"{prefix}_{random.getrandbits(128):032x}"
 
 
 def sse_event(event: dict[str, Any]) -> bytes:
     """One server-sent event as the Responses API frames it: `event:` then `data:`."""
     return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+
+
+def error_event(message: str, code: str | None = None) -> dict[str, Any]:
+    """OpenAI's `error` event; the `error` object in it is what makes the SDKs raise."""
+    error = {"type": "upstream_error", "code": code, "message": message, "param": None}
+    return {"type": "error", "code": code, "message": message, "param": None, "error": error}
 
 
 def responses_usage(input_tokens: int, output_tokens: int, cached: int = 0, reasoning: int = 0) -> dict[str, Any]:
@@ -134,9 +141,8 @@ class ResponseBuilder:
         return out + self._emit({"type": FINAL_EVENTS[status], "response": self.response(status, reason)})
 
     def fail(self, message: str, code: str | None = None) -> list[bytes]:
-        """End the stream with OpenAI's `error` event; the `error` object in it makes the SDK raise."""
-        error = {"type": "upstream_error", "code": code, "message": message, "param": None}
-        return self._emit({"type": "error", "code": code, "message": message, "param": None, "error": error})
+        """End the stream with OpenAI's `error` event."""
+        return self._emit(error_event(message, code))
 
     def response(self, status: str = "completed", reason: str | None = None) -> dict[str, Any]:
         """The `response` object as it stands."""

@@ -5,7 +5,8 @@ assembled, usage, error, first_token_at, fail), so `RelayedStream` carries eithe
 events pass through unchanged; the relay notes the response id, the text deltas (the
 first one is the time to first token), and the final `response` object that
 `response.completed`, `response.incomplete` or `response.failed` carries, which is what
-the row's `response_json` keeps.
+the row's `response_json` keeps. Events are read after they were forwarded (at the next
+chunk, or when the log asks): only the first token's time is taken as the bytes pass.
 """
 
 from __future__ import annotations
@@ -15,25 +16,42 @@ from typing import Any
 
 import orjson
 
-from .builder import sse_event
+from .builder import error_event, sse_event
 from .rows import render_answer
 
 FINAL_TYPES = frozenset({"response.completed", "response.incomplete", "response.failed"})
 #: The events whose delta is a token of the answer: the first one sets `ttft_ms`.
 TOKEN_TYPES = frozenset({"response.output_text.delta", "response.refusal.delta", "response.function_call_arguments.delta"})
+TOKEN_MARKS = tuple(kind.encode() for kind in TOKEN_TYPES)
 
 
 class ResponsesRelay:
     def __init__(self) -> None:
         self._buffer = b""
         self._texts: list[str] = []
+        self._forwarded: list[bytes] = []  # sent on, not read yet
         self._last_sequence = -1
-        self.final: dict[str, Any] | None = None
-        self.usage: dict[str, Any] | None = None
-        self.error: dict[str, Any] | None = None
+        self._final: dict[str, Any] | None = None
+        self._usage: dict[str, Any] | None = None
+        self._error: dict[str, Any] | None = None
         self.first_token_at: float | None = None
         self.id: str | None = None
         self.model: str | None = None
+
+    @property
+    def final(self) -> dict[str, Any] | None:
+        self._read_forwarded()
+        return self._final
+
+    @property
+    def usage(self) -> dict[str, Any] | None:
+        self._read_forwarded()
+        return self._usage
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        self._read_forwarded()
+        return self._error
 
     @property
     def done(self) -> bool:
@@ -41,6 +59,7 @@ class ResponsesRelay:
 
     def feed(self, chunk: bytes) -> bytes:
         """Bytes to forward now (whole events), keeping a partial event for later."""
+        self._read_forwarded()
         self._buffer += chunk
         if b"\r\n" in self._buffer:
             self._buffer = self._buffer.replace(b"\r\n", b"\n")
@@ -48,9 +67,9 @@ class ResponsesRelay:
         if end < 0:
             return b""
         ready, self._buffer = self._buffer[: end + 2], self._buffer[end + 2 :]
-        for event in ready.split(b"\n\n"):
-            if event:
-                self._read(event)
+        if self.first_token_at is None and any(mark in ready for mark in TOKEN_MARKS):
+            self.first_token_at = time.perf_counter()
+        self._forwarded.append(ready)
         return ready
 
     def flush(self) -> bytes:
@@ -58,7 +77,7 @@ class ResponsesRelay:
         rest, self._buffer = self._buffer, b""
         if not rest.strip():
             return b""
-        self._read(rest)
+        self._forwarded.append(rest)
         return rest + b"\n\n"
 
     @property
@@ -83,8 +102,14 @@ class ResponsesRelay:
 
     def fail(self, message: str, code: str | None = None) -> bytes:
         """The `error` event that ends a stream the proxy could not finish (the SDK raises it)."""
-        error = {"type": "upstream_error", "code": code, "message": message, "param": None}
-        return sse_event({"type": "error", "sequence_number": self._last_sequence + 1, **error, "error": error})
+        self._read_forwarded()
+        return sse_event({**error_event(message, code), "sequence_number": self._last_sequence + 1})
+
+    def _read_forwarded(self) -> None:
+        while self._forwarded:
+            for event in self._forwarded.pop(0).split(b"\n\n"):
+                if event:
+                    self._read(event)
 
     def _read(self, event: bytes) -> None:
         data = b"\n".join(line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:"))
@@ -101,8 +126,6 @@ class ResponsesRelay:
             self._last_sequence = sequence
         kind = obj.get("type")
         if kind in TOKEN_TYPES:
-            if self.first_token_at is None:
-                self.first_token_at = time.perf_counter()
             if kind != "response.function_call_arguments.delta" and isinstance(obj.get("delta"), str):
                 self._texts.append(obj["delta"])
         elif kind == "response.created":
@@ -111,15 +134,15 @@ class ResponsesRelay:
             response = obj.get("response")
             if isinstance(response, dict):
                 self._note(response)
-                self.final = response
+                self._final = response
                 usage = response.get("usage")
-                self.usage = usage if isinstance(usage, dict) else None
+                self._usage = usage if isinstance(usage, dict) else None
                 if kind == "response.failed":
                     error = response.get("error")
-                    self.error = error if isinstance(error, dict) else {"message": "the response failed"}
+                    self._error = error if isinstance(error, dict) else {"message": "the response failed"}
         elif kind == "error" or isinstance(obj.get("error"), dict) and kind is None:
             error = obj.get("error")
-            self.error = error if isinstance(error, dict) else {"message": obj.get("message"), "code": obj.get("code")}
+            self._error = error if isinstance(error, dict) else {"message": obj.get("message"), "code": obj.get("code")}
 
     def _note(self, response: Any) -> None:
         if isinstance(response, dict):

@@ -4,11 +4,13 @@ Follow-ups by id must reach the provider that created the response; for a provid
 keeps no state (the mock, a translated chat-only server), the proxy itself holds the
 conversation: its log has every request and answer. The latest responses are also kept in
 memory, because a follow-up often comes sooner than the recorder's next batch is written.
+Remembering costs the answer nothing: finished calls wait in a queue, and their answers are
+read for their ids only when a follow-up asks for one.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,29 +43,36 @@ class ResponseIndex:
         self.lookup = lookup
         self.size = size
         self._recent: OrderedDict[str, KnownResponse] = OrderedDict()
+        self._unread: deque[CallRecord] = deque(maxlen=size)  # remembered, answer not read yet
         self._deleted: set[str] = set()
 
     def remember(self, record: CallRecord) -> None:
         """Note a finished `POST /responses` call that the client got a response from."""
-        if record.status_code != 200 or record.error is not None or not record.provider:
-            return
-        answer = record.answer if record.answer is not None else _object(record.response_body)
-        if answer is None or not isinstance(answer.get("id"), str):
-            return
-        known = KnownResponse(answer["id"], record.provider, record.upstream_model, record.payload or {}, answer)
-        self._recent[known.id] = known
-        self._recent.move_to_end(known.id)
-        if len(self._recent) > self.size:
-            self._recent.popitem(last=False)
+        if record.status_code == 200 and record.error is None and record.provider:
+            self._unread.append(record)
+
+    def _read_unread(self) -> None:
+        while self._unread:
+            record = self._unread.popleft()
+            answer = record.answer if record.answer is not None else _object(record.response_body)
+            if answer is None or not isinstance(answer.get("id"), str):
+                continue
+            known = KnownResponse(answer["id"], record.provider or "", record.upstream_model, record.payload or {}, answer)
+            self._recent[known.id] = known
+            self._recent.move_to_end(known.id)
+            if len(self._recent) > self.size:
+                self._recent.popitem(last=False)
 
     def forget(self, response_id: str) -> None:
         """A response deleted through the proxy is gone for it too."""
+        self._read_unread()
         self._recent.pop(response_id, None)
         self._deleted.add(response_id)
 
     async def find(self, response_id: str) -> KnownResponse | None:
         if response_id in self._deleted:
             return None
+        self._read_unread()
         known = self._recent.get(response_id)
         if known is not None:
             return known
