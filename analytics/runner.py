@@ -774,8 +774,9 @@ async def _run(args: argparse.Namespace) -> int:
             settings = load_settings(config_file=args.config, database_url=database, ui=False)
         except ConfigError as exc:
             raise StudyError(f"configuration error: {exc}") from None
-        # The runner is the operator: proxy keys ([clients]) guard the network, not this process.
-        settings = dataclasses.replace(settings, client_keys={})
+        # The runner is the operator: proxy keys ([clients]) and the Host allow-list guard the
+        # network, not this process.
+        settings = dataclasses.replace(settings, client_keys={}, allowed_hosts=("*",))
         database = settings.database_url
     elif args.resume and database is None:
         raise StudyError("--resume with --base-url reads the proxy's log: give it with --db PATH or --database-url URL")

@@ -30,7 +30,7 @@ from .resilience import Outcome, UpstreamCaller
 from .responses.relay import ResponsesRelay
 from .responses.state import ResponseIndex
 from .responses.turns import ResponseTurns
-from .routing import Router
+from .routing import Router, check_deployment
 from .routing import Route as UpstreamRoute
 from .shared import build_sharing
 from .sse_response import SHUT_DOWN, STREAM_HEADERS, RelayedStream
@@ -75,7 +75,7 @@ class ProxyAPI:
         self.caller = UpstreamCaller(providers, client, settings.retry)
         self.catalogue = ModelCatalogue(self.router, providers, client)
         self.preprocessor = Preprocessor(settings.templates, settings.alias_preprocess)
-        self.forwarder = Forwarder(self.router, self.caller, settings.default_provider, settings.max_body_bytes)
+        self.forwarder = Forwarder(self.router, self.caller, settings)
         self.recorder = recorder
         store = recorder.store
         self.responses = ResponseIndex(lambda response_id: rows_for_response(store.path, store.engine, response_id))
@@ -99,7 +99,8 @@ class ProxyAPI:
     def routes(self) -> list[Route]:
         routes = [Route(f"/v1/{e}", self._endpoint_handler(e), methods=["POST"]) for e in ENDPOINTS]
         routes += [
-            Route(f"/openai/deployments/{{deployment}}/{e}", self._endpoint_handler(e), methods=["POST"])
+            # `path`: a deployment holding a slash (or %2F) gets its 400 and row rather than a 404.
+            Route(f"/openai/deployments/{{deployment:path}}/{e}", self._endpoint_handler(e), methods=["POST"])
             for e in ENDPOINTS
         ]
         routes += [Route(f"/openai/v1/{e}", self._endpoint_handler(e, azure=True), methods=["POST"]) for e in ENDPOINTS]
@@ -152,7 +153,7 @@ class ProxyAPI:
                 raise refused
             record.client = authenticate(self.settings.client_keys, headers)
             options = parse_options(headers, self.settings.retry.max_attempts)
-            record.study_metadata = study_metadata(headers)
+            record.study_metadata = study_metadata(headers, self.settings.limits.max_json_depth)
             answer = await self.forwarder.forward(request, path, headers, record, options.max_attempts)
         except ProxyError as exc:
             return self.fail(record, exc)
@@ -170,15 +171,17 @@ class ProxyAPI:
         try:
             record.client = authenticate(self.settings.client_keys, headers)
             options = parse_options(headers, self.settings.retry.max_attempts)
-            record.study_metadata = study_metadata(headers)
+            record.study_metadata = study_metadata(headers, self.settings.limits.max_json_depth)
             steps = self.preprocessor.requested(headers)
             body = await read_body(request, headers, self.settings.max_body_bytes)
             # with preprocessing asked for, the log keeps the preprocessed body or none
             record.request_text = None if steps else body.decode("utf-8", "replace")
             check_content_type(headers)
             decode_text(body)
-            payload = record.payload = parse_payload(body)
+            payload = record.payload = parse_payload(body, self.settings.limits.max_json_depth)
             deployment = request.path_params.get("deployment")
+            if deployment is not None:
+                check_deployment(deployment)
             asked = self._deployment_model(deployment) if deployment else payload.get("model")
             if azure and isinstance(asked, str):
                 asked = self._deployment_model(asked)

@@ -17,6 +17,8 @@ from .api import API_PREFIXES, ENDPOINTS, ProxyAPI
 from .config import Settings
 from .cors import with_cors
 from .errors import ProxyError
+from .hosts import HostAllowList, allowed_names, misdirected
+from .operator_auth import require_proxy_key
 from .providers import build_providers
 from .recorder import Recorder
 from .store import Store
@@ -28,19 +30,34 @@ API_PATHS = tuple(prefix + "/" for prefix in API_PREFIXES)
 
 
 class ProxyApp(Starlette):
-    """Starlette, with the `POST /v1/*` calls taken straight to their handler.
+    """Starlette, behind the Host allow-list, with the `POST /v1/*` calls taken straight to their handler.
 
     Those handlers answer every error themselves, in OpenAI's shape, so Starlette's
     exception middleware and route matching would only add time to each call (about a
     tenth of the proxy's CPU under load); everything else goes through Starlette as usual.
+    `hosts` None serves every Host; `origins` puts the CORS policy behind the Host check.
     """
 
-    def __init__(self, api: ProxyAPI, **kwargs: Any) -> None:
+    def __init__(
+        self, api: ProxyAPI, hosts: HostAllowList | None, origins: Sequence[str] = (), **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.api = api
+        self.hosts = hosts
+        self.misdirected = misdirected()
         self.direct = {f"/v1/{endpoint}": endpoint for endpoint in ENDPOINTS}
+        # Without origins no request pays for a CORS layer.
+        self.serve = with_cors(self.dispatch, origins) if origins else self.dispatch
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.hosts is not None and scope["type"] != "lifespan" and not self.hosts.allows(scope["headers"]):
+            await self.misdirected(scope, receive, send)
+            return
+        await self.serve(scope, receive, send)
+
+    async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """An HTTP call is refused while its row could not be kept; with durability process or
+        power, its answer leaves once its row is journaled (`GroupCommit.durable_send`)."""
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
@@ -50,15 +67,15 @@ class ProxyApp(Starlette):
             return
         commit = recorder.commit
         if commit is None:
-            await self._dispatch(scope, receive, send)
+            await self._route(scope, receive, send)
             return
-        commit.active += 1  # durability process or power: an answer leaves once its row is journaled
+        commit.active += 1
         try:
-            await self._dispatch(scope, receive, commit.durable_send(send))
+            await self._route(scope, receive, commit.durable_send(send))
         finally:
             commit.active -= 1
 
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = self.direct.get(scope["path"])
         if endpoint is not None and scope["method"] == "POST":
             scope["app"] = self
@@ -66,18 +83,6 @@ class ProxyApp(Starlette):
             await response(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
-
-
-class CORSProxyApp(ProxyApp):
-    """The same, behind the CORS policy, the direct `POST /v1/*` calls included. A class of its
-    own so that without origins configured no request pays for the layer."""
-
-    def __init__(self, api: ProxyAPI, origins: Sequence[str], **kwargs: Any) -> None:
-        super().__init__(api, **kwargs)
-        self.cors = with_cors(super().__call__, origins)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.cors(scope, receive, send)
 
 
 def create_app(settings: Settings) -> ProxyApp:
@@ -100,7 +105,8 @@ def create_app(settings: Settings) -> ProxyApp:
             ui_copy = UICopy(settings.database_url, settings.ui_copy)
             ui_path = ui_copy.path
         datasette = create_datasette(ui_path, base_url="/ui/")
-        routes.append(Mount("/ui", app=datasette.app()))
+        ui = datasette.app()
+        routes.append(Mount("/ui", app=require_proxy_key(ui, settings.client_keys)))
     if settings.ui:
         from .playground import playground_app
 
@@ -127,10 +133,9 @@ def create_app(settings: Settings) -> ProxyApp:
     options: dict[str, Any] = {
         "routes": routes, "lifespan": lifespan, "exception_handlers": {HTTPException: _http_error}
     }
-    if settings.cors_allow_origins:
-        app: ProxyApp = CORSProxyApp(api, settings.cors_allow_origins, **options)
-    else:
-        app = ProxyApp(api, **options)
+    names = allowed_names(settings.allowed_hosts, settings.host)
+    hosts = None if "*" in names else HostAllowList(names)
+    app = ProxyApp(api, hosts, settings.cors_allow_origins, **options)
     app.state.ui = datasette is not None
     app.state.ui_copy = ui_copy
     return app

@@ -16,6 +16,7 @@ import orjson
 
 from . import multipart
 from .errors import ProxyError
+from .limits import ClientLimits
 from .validation import JSON_TYPES, decode_text, parse_payload
 
 #: The most of a forwarded body (request or answer) that `request_json` / `response_json` keep.
@@ -46,14 +47,21 @@ def logged_body(data: bytes, content_type: str, column: str) -> tuple[str | None
 
 @dataclass
 class ClientBody:
-    """The client's body as it came. No content type means JSON, as on the proxy's own endpoints."""
+    """The client's body as it came. No content type means JSON (forward.py lets only an empty
+    body come without one); `max_depth` bounds the nesting of a JSON body."""
 
     raw: bytes
     content_type: str
+    max_depth: int = ClientLimits.max_json_depth
+
+    @property
+    def media_type(self) -> str:
+        """The content type as sent, without parameters ("" for none)."""
+        return media_type(self.content_type)
 
     @property
     def media(self) -> str:
-        return media_type(self.content_type) or "application/json"
+        return self.media_type or "application/json"
 
     @property
     def is_json(self) -> bool:
@@ -69,7 +77,7 @@ class ClientBody:
         if not self.raw or not self.is_json:
             return None
         decode_text(self.raw)
-        return parse_payload(self.raw)
+        return parse_payload(self.raw, self.max_depth)
 
     @cached_property
     def parts(self) -> list[multipart.Part] | None:

@@ -8,6 +8,7 @@ import logging
 import sys
 
 from .config import ConfigError, load_settings
+from .exposure import open_bind_refusal
 from .store.engine import display_url
 
 
@@ -26,6 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     database.add_argument("--database-url", metavar="URL", help="sqlite:///file.db or postgresql://… (default: $DATABASE_URL)")
     serve.add_argument("--config", metavar="FILE", help="TOML file with extra providers, aliases and proxy keys")
     serve.add_argument("--no-ui", action="store_true", help="do not mount Datasette under /ui/ nor the playground under /playground/")
+    serve.add_argument(
+        "--allow-open", action="store_true",
+        help="serve on a non-loopback address without proxy keys (also $STUDY_ALLOW_OPEN=1)",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     ui = commands.add_parser("ui", help="browse a log in Datasette (read-only)")
@@ -73,6 +78,8 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app
+    from .http_protocol import protocol_class
+    from .limits import connection_cap, raise_open_file_limit
 
     settings = load_settings(
         config_file=args.config,
@@ -80,7 +87,12 @@ def serve(args: argparse.Namespace) -> int:
         port=args.port,
         database_url=args.database_url or args.db,
         ui=False if args.no_ui else None,
+        allow_open=True if args.allow_open else None,
     )
+    refusal = open_bind_refusal(settings.host, bool(settings.client_keys), settings.allow_open)
+    if refusal:
+        print(f"study-query-llm: {refusal}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s")
     # httpx (the study runner's client) logs every URL it calls at INFO: noise in a server log.
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -95,11 +107,15 @@ def serve(args: argparse.Namespace) -> int:
     if settings.ui:
         print(f"Playground:            {base}/playground/", flush=True)
     print(f"Log:                   {display_url(settings.database_url)}", flush=True)
+    limits = settings.limits
+    capacity = connection_cap(limits.max_connections, raise_open_file_limit())
     tune_garbage_collector()
     uvicorn.run(
         app,
         host=settings.host,
         port=settings.port,
+        http=protocol_class(limits, capacity),  # header limit, head and body timeouts, the connection cap
+        timeout_keep_alive=limits.keep_alive_timeout,  # type: ignore[arg-type]  # seconds, a float is fine
         log_level=args.log_level,
         access_log=False,
         proxy_headers=False,  # nothing reads the client's address: no X-Forwarded-* rewriting per request

@@ -16,6 +16,8 @@ from typing import Any
 
 from dotenv import dotenv_values
 
+from .hosts import HostError, allowed_names
+from .limits import LIMIT_KEYS, ClientLimits
 from .preprocess.steps import USER_INPUT, PreprocessError, Steps, parse_steps
 from .pricing import Price
 
@@ -119,6 +121,9 @@ class Settings:
     ui: bool = True
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     cors_allow_origins: tuple[str, ...] = ()  # browser origins granted cross-origin access; "*" for any
+    allowed_hosts: tuple[str, ...] = ()  # Host header names served; () for the defaults, "*" for any
+    allow_open: bool = False  # serve on a non-loopback address without proxy keys
+    limits: ClientLimits = ClientLimits()
     retry: RetryPolicy = RetryPolicy()
     timeouts: Timeouts = Timeouts()
     cache: CachePolicy = CachePolicy()
@@ -164,7 +169,7 @@ def load_settings(
         builtin = providers.get(name)
         providers[name] = _configured_provider(name, table, env, builtin.responses if builtin else True)
     server = config.get("server", {})
-    unknown = set(server) - {"max_body_bytes", "cors_allow_origins"}
+    unknown = set(server) - {"max_body_bytes", "cors_allow_origins", "allowed_hosts", *LIMIT_KEYS}
     if unknown:
         raise ConfigError(
             f"[server] has no setting {', '.join(sorted(unknown))} "
@@ -185,6 +190,9 @@ def load_settings(
         "port": int(env.get("PANEL_PORT") or 8000),
         "max_body_bytes": int(server.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES)),
         "cors_allow_origins": _cors_origins(env.get("CORS_ALLOW_ORIGINS"), server.get("cors_allow_origins", [])),
+        "allowed_hosts": _allowed_hosts(env.get("ALLOWED_HOSTS"), server.get("allowed_hosts", [])),
+        "allow_open": _flag(env.get("STUDY_ALLOW_OPEN"), "STUDY_ALLOW_OPEN"),
+        "limits": _limits(server),
         "retry": _section(RetryPolicy, config.get("retry", {}), "retry"),
         "timeouts": _section(Timeouts, config.get("timeouts", {}), "timeouts"),
         "cache": _section(CachePolicy, config.get("cache", {}), "cache"),
@@ -368,6 +376,36 @@ def _log_policy(table: Mapping[str, Any], env: Mapping[str, str]) -> LogPolicy:
     if policy.memory_bytes <= 0:
         raise ConfigError("[log] memory_bytes must be positive")
     return replace(policy, durability=durability)
+
+
+def _allowed_hosts(from_env: str | None, from_file: Any) -> tuple[str, ...]:
+    """`ALLOWED_HOSTS` (a comma list) when set, else `[server] allowed_hosts`; the defaults
+    (loopback names and the bound address) are filled in by the app, which knows the address."""
+    if not isinstance(from_file, list) or not all(isinstance(h, str) for h in from_file):
+        raise ConfigError("[server] allowed_hosts must be a list of strings")
+    source, entries = ("ALLOWED_HOSTS", from_env.split(",")) if from_env else ("[server] allowed_hosts", from_file)
+    try:
+        return allowed_names(entries, "") if any(e.strip() for e in entries) else ()
+    except HostError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def _flag(value: str | None, name: str) -> bool:
+    if not value:
+        return False
+    if value.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be 1/true/yes/on or 0/false/no/off, not {value!r}")
+
+
+def _limits(server: Mapping[str, Any]) -> ClientLimits:
+    limits = _section(ClientLimits, {k: v for k, v in server.items() if k in LIMIT_KEYS}, "server")
+    problem = limits.check()
+    if problem:
+        raise ConfigError(problem)
+    return limits
 
 
 def _client_keys(table: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, str]:

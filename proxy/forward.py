@@ -18,6 +18,7 @@ from starlette.requests import Request
 
 from .answers import WholeAnswer, passthrough_headers
 from .bodies import ClientBody, logged_body
+from .config import Settings
 from .errors import ProxyError
 from .providers import ENDPOINTS, Provider
 from .record import CallRecord
@@ -41,6 +42,9 @@ SAFE_SEGMENT = re.compile(r"[A-Za-z0-9._~:@+=,-]+")
 NAME_SEGMENT = re.compile(r"[a-z]+(?:_[a-z]+)*")
 #: The width of the log's `endpoint` column.
 ENDPOINT_CAP = 64
+#: Content types a web page may POST to another site without asking first (CORS "simple"
+#: requests) that no upstream endpoint takes.
+SIMPLE_TEXT_TYPES = ("text/plain", "application/x-www-form-urlencoded")
 
 
 def endpoint_name(path: str) -> str:
@@ -76,6 +80,31 @@ def check_path(path: str) -> None:
         )
 
 
+def check_simple_request(method: str, body: ClientBody, headers: Mapping[str, str], keys_required: bool) -> None:
+    """Refuse what a page on any web site could make its visitor's browser POST here without a
+    preflight: form and text bodies (415), and multipart or body-less POSTs without an
+    `Authorization` or `api-key` header (401), which no such page can add. With proxy keys
+    configured every call has passed the key check already."""
+    if method != "POST":
+        return  # PUT, PATCH and DELETE always need a preflight
+    media = body.media_type
+    if media in SIMPLE_TEXT_TYPES or (not media and body.raw):
+        refused = f"Unsupported content type {media!r}" if media else "The body has no Content-Type"
+        raise ProxyError(
+            415, f"{refused}: send JSON (application/json) or a multipart form.",
+            code="unsupported_content_type",
+        )
+    if (media == "multipart/form-data" or not media) and not keys_required:
+        if not headers.get("authorization") and not headers.get("api-key"):
+            raise ProxyError(
+                401,
+                "A multipart or empty POST needs an Authorization or api-key header (any value while "
+                "the proxy has no proxy keys): without one, any web page could send it through a "
+                "visitor's browser.",
+                code="missing_api_key",
+            )
+
+
 def _safe(segment: str) -> bool:
     return segment not in (".", "..") and SAFE_SEGMENT.fullmatch(segment) is not None
 
@@ -83,11 +112,13 @@ def _safe(segment: str) -> bool:
 class Forwarder:
     """Routes, sends and answers one forwarded call; the handler records it."""
 
-    def __init__(self, router: Router, caller: UpstreamCaller, default_provider: str, max_body_bytes: int) -> None:
+    def __init__(self, router: Router, caller: UpstreamCaller, settings: Settings) -> None:
         self.router = router
         self.caller = caller
-        self.default_provider = default_provider
-        self.max_body_bytes = max_body_bytes
+        self.default_provider = settings.default_provider
+        self.max_body_bytes = settings.max_body_bytes
+        self.max_json_depth = settings.limits.max_json_depth
+        self.keys_required = bool(settings.client_keys)
 
     async def forward(
         self, request: Request, path: str, headers: Mapping[str, str], record: CallRecord, max_attempts: int
@@ -98,10 +129,12 @@ class Forwarder:
             raise ProxyError(
                 405, f"{request.method} is not forwarded: use {', '.join(FORWARDED_METHODS)}.", code="method_not_allowed"
             )
-        body = ClientBody(await read_body(request, headers, self.max_body_bytes), headers.get("content-type", ""))
+        raw = await read_body(request, headers, self.max_body_bytes)
+        body = ClientBody(raw, headers.get("content-type", ""), self.max_json_depth)
         record.request_text, note = body.logged()
         if note:
             record.notes.append(note)
+        check_simple_request(request.method, body, headers, self.keys_required)
         record.payload = body.payload
         model = _asked_model(body.model())
         record.model = model

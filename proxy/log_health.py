@@ -37,7 +37,7 @@ def stats(recorder: Recorder) -> dict[str, Any]:
         "memory_bytes": backlog.memory_bytes,
         "memory_limit_bytes": backlog.memory_limit,
         "on_disk_only": backlog.on_disk_only,
-        "lag_s": round(time.monotonic() - oldest, 3) if oldest is not None else 0.0,
+        "lag_seconds": round(time.monotonic() - oldest, 3) if oldest is not None else 0.0,
         "journal": str(recorder.journal.directory),
         "journaled": backlog.journaled,
         "earlier_journals": len(backlog.orphans),
@@ -58,7 +58,7 @@ def health(recorder: Recorder) -> tuple[int, dict[str, Any]]:
     backlog, commit = recorder.backlog, recorder.commit
     checks = {
         "database_unwritable": recorder.degraded,
-        "writer_behind": stats["lag_s"] > BEHIND_S,
+        "writer_behind": stats["lag_seconds"] > BEHIND_S,
         "rows_only_on_disk": bool(backlog.on_disk_only or backlog.orphans),
         "journal_unwritable": backlog.journal_down or bool(commit is not None and commit.failed),
         "rows_lost": bool(stats["lost"]),

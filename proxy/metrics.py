@@ -51,7 +51,7 @@ TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 #: Answers up to this size are parsed whole for their usage; beyond, only their `usage` object is.
 PARSE_WHOLE_BYTES = 64 * 1024
 #: Recorder counts that only grow (the rest of `stats()` are levels: gauges).
-CUMULATIVE = frozenset({"written", "spooled", "replayed", "refused", "lost", "journaled"})
+CUMULATIVE = frozenset({"written", "spooled", "replayed", "refused", "lost", "journaled", "torn"})
 #: In multiprocess mode, how often each process writes its recorder's state to the shared files.
 PUBLISH_INTERVAL = 1.0
 #: Metric names for the recorder's levels, where the key alone would not say what is counted.

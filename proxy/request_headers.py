@@ -6,8 +6,11 @@ calls, the Responses API and its follow-ups by id.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,9 +19,13 @@ import orjson
 from starlette.requests import Request
 
 from .errors import ProxyError
+from .json_depth import check_depth
 from .record import CallRecord, redact_headers
 
 MAX_RETRIES_PER_REQUEST = 10
+#: ASCII digits only (str.isdigit() accepts "²" and other digits that int() refuses), and few
+#: of them (int() refuses strings of more than 4,300 digits).
+WHOLE_NUMBER = re.compile(r"[0-9]{1,6}")
 CACHE_MODES = ("on", "off", "refresh")
 
 
@@ -52,7 +59,7 @@ def parse_options(headers: Mapping[str, str], default_attempts: int) -> RequestO
     max_attempts = default_attempts
     retries = headers.get("x-study-retries")
     if retries is not None:
-        if not retries.strip().isdigit():
+        if not WHOLE_NUMBER.fullmatch(retries.strip()):
             raise ProxyError(
                 400, "X-Study-Retries must be a whole number (retries after the first attempt).",
                 param="X-Study-Retries", code="invalid_header",
@@ -65,11 +72,12 @@ def parse_options(headers: Mapping[str, str], default_attempts: int) -> RequestO
     return RequestOptions(max_attempts, cache, dedup)
 
 
-def study_metadata(headers: Mapping[str, str]) -> dict[str, Any] | None:
+def study_metadata(headers: Mapping[str, str], max_depth: int) -> dict[str, Any] | None:
     """`X-Study-Metadata`: a JSON object for the row's `metadata`, never sent upstream."""
     value = headers.get("x-study-metadata")
     if value is None:
         return None
+    check_depth(value.encode("latin-1"), max_depth, "X-Study-Metadata", "X-Study-Metadata", "invalid_header")
     try:
         metadata = orjson.loads(value)
     except orjson.JSONDecodeError:
@@ -83,11 +91,19 @@ def authenticate(client_keys: Mapping[str, str], headers: Mapping[str, str]) -> 
     """The client alias of a valid proxy key; None when the operator set no proxy keys."""
     if not client_keys:
         return None
-    token = client_token(headers)
+    alias = key_alias(client_keys, client_token(headers))
+    if alias is None:
+        raise ProxyError(401, "Missing or invalid proxy API key.", code="invalid_api_key")
+    return alias
+
+
+def key_alias(client_keys: Mapping[str, str], token: str) -> str | None:
+    """The alias of the proxy key `token`, compared in constant time; None for no such key."""
+    found = None
     for key, alias in client_keys.items():
         if hmac.compare_digest(key.encode(), token.encode()):
-            return alias
-    raise ProxyError(401, "Missing or invalid proxy API key.", code="invalid_api_key")
+            found = alias
+    return found
 
 
 def identity(headers: Mapping[str, str], client: str | None) -> str:
@@ -99,7 +115,15 @@ def identity(headers: Mapping[str, str], client: str | None) -> str:
 
 
 def client_token(headers: Mapping[str, str]) -> str:
+    """The key a request carries: `Authorization: Bearer <key>`, the password of
+    `Authorization: Basic …` (what a browser sends for `/ui/`; any user name), or `api-key`."""
     authorization = headers.get("authorization", "")
     if authorization[:7].lower() == "bearer ":
         return authorization[7:].strip()
+    if authorization[:6].lower() == "basic ":
+        try:
+            decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return ""
+        return decoded.partition(":")[2]
     return headers.get("api-key", "")

@@ -14,6 +14,17 @@ class Route:
     upstream_model: str
 
 
+def check_deployment(name: str) -> None:
+    """400 for an Azure deployment name that would not be one path segment upstream."""
+    if name in ("", ".", "..") or "/" in name or "\\" in name:
+        raise ProxyError(
+            400,
+            f"{name!r} is not an Azure deployment name: it may not be empty, `.` or `..`, or hold a slash.",
+            param="model",
+            code="invalid_deployment",
+        )
+
+
 class Router:
     """Resolves the `model` a client asked for; only configured providers are ever reachable."""
 
@@ -52,11 +63,17 @@ class Router:
                     param="model",
                     code="model_not_found",
                 )
-            return Route(prefix, rest)
+            return self._route(prefix, rest)
         default = self.settings.providers[self.settings.default_provider]
         if default.kind == "azure" and default.default_model:
-            return Route(default.name, default.default_model)
-        return Route(default.name, target)
+            return self._route(default.name, default.default_model)
+        return self._route(default.name, target)
+
+    def _route(self, provider: str, upstream_model: str) -> Route:
+        """An Azure deployment goes into the upstream URL's path: it must be one segment."""
+        if self.settings.providers[provider].kind == "azure":
+            check_deployment(upstream_model)
+        return Route(provider, upstream_model)
 
     def listed_models(self) -> list[tuple[str, str]]:
         """(model id, owner) for `GET /v1/models`: each provider's default model, then the aliases."""

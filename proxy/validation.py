@@ -6,10 +6,17 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from .errors import ProxyError
 from .inflate import inflaters, too_large
+from .json_depth import check_depth
+from .limits import BODY_TIMED_OUT
+from .sse_response import CLIENT_DISCONNECTED
+
+#: nginx's status for a request whose client went away before it was answered: the client
+#: never sees it, the log row does.
+CLIENT_CLOSED = 499
 
 JSON_TYPES = ("application/json", "text/json")
 
@@ -29,24 +36,35 @@ async def read_body(request: Request, headers: Mapping[str, str], limit: int) ->
     if declared.isdigit() and int(declared) > limit:
         raise too_large(limit)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large(limit)
-        for decoder in decoders:
-            chunk = decoder.feed(chunk)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large(limit)
+            for decoder in decoders:
+                chunk = decoder.feed(chunk)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ProxyError(CLIENT_CLOSED, CLIENT_DISCONNECTED, code=CLIENT_DISCONNECTED) from None
+    if (waited := request.scope.get(BODY_TIMED_OUT)) is not None:
+        raise ProxyError(
+            408, f"The request body stopped arriving: nothing came for {waited:g} s.", code="request_timeout"
+        )
     for decoder in decoders:
         decoder.finish()
     return b"".join(chunks)
 
 
 def check_content_type(headers: Mapping[str, str]) -> None:
+    """A JSON body must say so. A missing type is refused too: with none (or a form or text
+    type) a web page on any site can send the request through its visitor's browser without
+    asking first (a CORS "simple" request), and it would reach an upstream on the operator's keys."""
     content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if content_type and content_type not in JSON_TYPES:
+    if content_type not in JSON_TYPES:
+        refused = f"Unsupported content type {content_type!r}" if content_type else "The request has no Content-Type"
         raise ProxyError(
             415,
-            f"Unsupported content type {content_type!r}: send the body as application/json.",
+            f"{refused}: send the body as application/json.",
             code="unsupported_content_type",
         )
 
@@ -60,10 +78,11 @@ def decode_text(body: bytes) -> str:
         ) from None
 
 
-def parse_payload(body: bytes) -> dict[str, Any]:
-    """The JSON object of the body; anything else is the client's error."""
+def parse_payload(body: bytes, max_depth: int) -> dict[str, Any]:
+    """The JSON object of the body; anything else (nesting past `max_depth` included) is the client's error."""
     if not body.strip():
         raise ProxyError(400, "The request body is empty: send a JSON object.", code="invalid_json")
+    check_depth(body, max_depth)
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

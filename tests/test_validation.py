@@ -1,7 +1,7 @@
 import pytest
 
 from proxy.errors import ProxyError
-from proxy.validation import decode_text, parse_payload, validate
+from proxy.validation import check_content_type, decode_text, parse_payload, validate
 
 
 def error_of(fn, *args) -> ProxyError:
@@ -14,8 +14,29 @@ def error_of(fn, *args) -> ProxyError:
 
 @pytest.mark.parametrize("body, code", [(b"", "invalid_json"), (b"{", "invalid_json"), (b"[1]", "invalid_body"), (b'"s"', "invalid_body")])
 def test_bodies_that_are_not_a_json_object(body, code):
-    exc = error_of(parse_payload, body)
+    exc = error_of(parse_payload, body, 128)
     assert (exc.status_code, exc.code) == (400, code)
+
+
+@pytest.mark.parametrize("depth, refused", [(3, False), (4, True)])
+def test_bodies_nested_past_the_limit(depth, refused):
+    body = b'{"a": ' * depth + b"1" + b"}" * depth
+    if refused:
+        assert error_of(parse_payload, body, 3).code == "invalid_json"
+    else:
+        assert parse_payload(body, 3)
+
+
+@pytest.mark.parametrize("headers", [{}, {"content-type": ""}, {"content-type": "text/plain"},
+                                     {"content-type": "multipart/form-data; boundary=x"}])
+def test_a_body_that_does_not_say_it_is_json_is_415(headers):
+    exc = error_of(check_content_type, headers)
+    assert (exc.status_code, exc.code) == (415, "unsupported_content_type")
+
+
+@pytest.mark.parametrize("value", ["application/json", "Application/JSON; charset=utf-8", "text/json"])
+def test_json_content_types(value):
+    check_content_type({"content-type": value})
 
 
 def test_non_utf8_bytes():

@@ -41,26 +41,33 @@ class MockProvider(Provider):
         return FORWARDED + path
 
     async def send(self, client: UpstreamClient, request: UpstreamRequest) -> UpstreamResponse:
-        if request.url.startswith(FORWARDED):
-            return _forwarded(request)
-        payload = orjson.loads(request.body)
-        endpoint = request.url.removeprefix("mock:///")
-        stream = bool(payload.get("stream"))
         try:
-            if endpoint == "embeddings":
-                return MockResponse(orjson.dumps(embeddings(payload)))
-            if endpoint == "responses":
-                said = answer(from_responses(payload))
-                if stream:
-                    return MockResponse(responses_events(payload, said), content_type="text/event-stream")
-                return MockResponse(responses_body(payload, said))
-            said = answer(from_completions(payload) if endpoint == "completions" else from_chat(payload))
+            if request.url.startswith(FORWARDED):
+                return _forwarded(request)
+            return _answered(request.url.removeprefix("mock:///"), orjson.loads(request.body))
         except MockRequestError as exc:
             body = error_body(str(exc), "invalid_request_error", exc.param, "invalid_request")
-            return MockResponse(orjson.dumps(body), status_code=400)
+        except (TypeError, ValueError, AttributeError, LookupError, RecursionError) as exc:
+            # A value of a type no model expects, somewhere the mock reads (a schema whose
+            # `properties` is a number, a tool name that is an object…): OpenAI answers 400.
+            body = error_body(f"The mock model cannot read this request ({type(exc).__name__}: {exc}).",
+                              "invalid_request_error", None, "invalid_request")
+        return MockResponse(orjson.dumps(body), status_code=400)
+
+
+def _answered(endpoint: str, payload: dict[str, Any]) -> MockResponse:
+    stream = bool(payload.get("stream"))
+    if endpoint == "embeddings":
+        return MockResponse(orjson.dumps(embeddings(payload)))
+    if endpoint == "responses":
+        said = answer(from_responses(payload))
         if stream:
-            return MockResponse(_sse(endpoint, payload, said), content_type="text/event-stream")
-        return MockResponse(orjson.dumps(_completion(endpoint, payload, said)))
+            return MockResponse(responses_events(payload, said), content_type="text/event-stream")
+        return MockResponse(responses_body(payload, said))
+    said = answer(from_completions(payload) if endpoint == "completions" else from_chat(payload))
+    if stream:
+        return MockResponse(_sse(endpoint, payload, said), content_type="text/event-stream")
+    return MockResponse(orjson.dumps(_completion(endpoint, payload, said)))
 
 
 class MockResponse:

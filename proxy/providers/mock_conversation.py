@@ -61,7 +61,7 @@ def from_chat(payload: dict[str, Any]) -> Conversation:
     for message in payload.get("messages") or ():
         if isinstance(message, dict):
             conversation.hear(str(message.get("role")), content_text(message.get("content")))
-            for call in message.get("tool_calls") or ():
+            for call in _list(message.get("tool_calls")):
                 if isinstance(call, dict) and isinstance(call.get("function"), dict):
                     conversation.called.add(str(call["function"].get("name")))
     tools = payload.get("tools")
@@ -72,7 +72,7 @@ def from_chat(payload: dict[str, Any]) -> Conversation:
             if isinstance(tool, dict) and tool.get("type", "function") == "function"
             and isinstance(tool.get("function"), dict)
         ]
-        _choose(conversation, payload.get("tool_choice"), lambda named: (named.get("function") or {}).get("name"))
+        _choose(conversation, payload.get("tool_choice"), lambda named: _dict(named.get("function")).get("name"))
     wanted = payload.get("response_format")
     if isinstance(wanted, dict) and wanted.get("type") in JSON_FORMATS:
         spec = wanted.get("json_schema")
@@ -132,9 +132,18 @@ def _choose(conversation: Conversation, choice: Any, name_of: Callable[[dict[str
     """`tool_choice` as the rule reads it; `allowed_tools` narrows the tools and gives its mode."""
     if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
         allowed = choice.get("allowed_tools") if isinstance(choice.get("allowed_tools"), dict) else choice
-        names = {name_of(tool) for tool in allowed.get("tools") or () if isinstance(tool, dict)}
+        names = {name_of(tool) for tool in _list(allowed.get("tools")) if isinstance(tool, dict)}
         conversation.tools = [tool for tool in conversation.tools if tool["name"] in names]
         choice = allowed.get("mode", "auto")
     elif isinstance(choice, dict):
         choice = {"name": name_of(choice)}
     conversation.tool_choice = choice if isinstance(choice, dict) or choice in ("none", "required") else "auto"
+
+
+def _list(value: Any) -> list[Any]:
+    """`value` if it is a list, else none: a client may send any type in any field."""
+    return value if isinstance(value, list) else []
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}

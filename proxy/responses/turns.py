@@ -92,7 +92,7 @@ class ResponseTurns:
         response_id = request.path_params["response_id"]
         try:
             record.client = authenticate(api.settings.client_keys, headers)
-            record.study_metadata = {**(study_metadata(headers) or {}), "response_id": response_id}
+            record.study_metadata = {**(study_metadata(headers, api.settings.limits.max_json_depth) or {}), "response_id": response_id}
             if not RESPONSE_ID.match(response_id):
                 raise not_found(response_id)
             known = await api.responses.find(response_id)

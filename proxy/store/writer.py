@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .engine import BUSY_TIMEOUT_MS, connect_sqlite
+from .writable import check_writable, unwritable_file
 
 T = TypeVar("T")
 
@@ -51,6 +52,7 @@ class SQLiteWriter:
             self._executor.shutdown(wait=False)
 
     def _transaction(self, fn: Callable[..., T], *args: Any) -> T:
+        check_writable(self.path)  # before SQLite writes to a mapped -shm that would SIGBUS
         if self._connection is None:
             self._connection = connect_sqlite(self.path, self.busy_timeout_ms, self.synchronous)
         connection = self._connection
@@ -69,5 +71,13 @@ class SQLiteWriter:
 
     def _close(self) -> None:
         if self._connection is not None:
-            self._connection.close()
+            if unwritable_file(self.path) is not None:  # closing checkpoints, which writes the -shm
+                _ABANDONED.append(self._connection)
+            else:
+                self._connection.close()
             self._connection = None
+
+
+#: Connections left open because closing them would write to files that may not be written;
+#: the process's exit releases them.
+_ABANDONED: list[sqlite3.Connection] = []
