@@ -52,7 +52,8 @@ async def call(app, body: dict, journal_dir) -> list[tuple[str, bool, bool]]:
         sent.append((message["type"], message.get("more_body", False), request_id[0] in on_disk(journal_dir)))
 
     scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
-             "query_string": b"", "headers": [(b"content-type", b"application/json")], "scheme": "http",
+             "query_string": b"", "headers": [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json")],
+             "scheme": "http",
              "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5000), "http_version": "1.1",
              "asgi": {"version": "3.0"}, "root_path": ""}
     await app(scope, receive, send)
