@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from starlette.requests import Request
@@ -146,15 +148,33 @@ class ProxyAPI:
         one of the proxy's own paths that no route took is a recorded 405 or 404."""
         path = request.path_params["path"]
         record = CallRecord(endpoint_name(path))
+        refused = own_path_error(path, request.method, request.url.path)
+
+        async def work(headers: dict[str, str], options: RequestOptions) -> Response:
+            answer = await self.forwarder.forward(request, path, headers, record, options.max_attempts)
+            return self._answer(record, answer)
+
+        return await self._recorded(request, record, work, refused)
+
+    async def handle(self, request: Request, endpoint: str, azure: bool = False) -> Response:
+        record = CallRecord(endpoint, pricer=self.pricer)
+        return await self._recorded(request, record, partial(self._call, request, record, endpoint, azure))
+
+    async def _recorded(
+        self, request: Request, record: CallRecord, work: Callable[[dict[str, str], RequestOptions], Awaitable[Response]],
+        refused: ProxyError | None = None,
+    ) -> Response:
+        """What every recorded call shares: its study headers, the client's key and options, and
+        whatever goes wrong on the way turned into the call's answer and row."""
         headers = plain_headers(request)
         read_study_headers(headers, record)
         try:
-            if (refused := own_path_error(path, request.method, request.url.path)) is not None:
+            if refused is not None:
                 raise refused
             record.client = authenticate(self.settings.client_keys, headers)
             options = parse_options(headers, self.settings.retry.max_attempts)
             record.study_metadata = study_metadata(headers, self.settings.limits.max_json_depth)
-            answer = await self.forwarder.forward(request, path, headers, record, options.max_attempts)
+            return await work(headers, options)
         except ProxyError as exc:
             return self.fail(record, exc)
         except asyncio.CancelledError:  # the server's grace period ran out: the row still counts
@@ -162,50 +182,39 @@ class ProxyAPI:
             raise
         except Exception:
             return self.fail(record, _internal_error(record))
-        return self._answer(record, answer)
 
-    async def handle(self, request: Request, endpoint: str, azure: bool = False) -> Response:
-        record = CallRecord(endpoint, pricer=self.pricer)
-        headers = plain_headers(request)
-        read_study_headers(headers, record)
-        try:
-            record.client = authenticate(self.settings.client_keys, headers)
-            options = parse_options(headers, self.settings.retry.max_attempts)
-            record.study_metadata = study_metadata(headers, self.settings.limits.max_json_depth)
-            steps = self.preprocessor.requested(headers)
-            body = await read_body(request, headers, self.settings.max_body_bytes)
-            # with preprocessing asked for, the log keeps the preprocessed body or none
-            record.request_text = None if steps else body.decode("utf-8", "replace")
-            check_content_type(headers)
-            decode_text(body)
-            payload = record.payload = parse_payload(body, self.settings.limits.max_json_depth)
-            deployment = request.path_params.get("deployment")
-            if deployment is not None:
-                check_deployment(deployment)
-            asked = self._deployment_model(deployment) if deployment else payload.get("model")
-            if azure and isinstance(asked, str):
-                asked = self._deployment_model(asked)
-            record.model = asked if isinstance(asked, str) else None
-            payload = self.preprocessor.apply(record, endpoint, payload, record.model, steps)
-            model = validate(endpoint, payload, asked)
-            routes = self.router.resolve(model)
-            upstream_payload = payload
-            if endpoint == "responses":
-                routes, upstream_payload = await self.turns.prepare(record, payload, routes)
-            record.provider, record.upstream_model = routes[0].provider, routes[0].upstream_model
-            key = request_key(endpoint, routes, identity(headers, record.client), payload)
-            call = Call(record, endpoint, payload, routes, options, self._cache_mode(options, model), key, upstream_payload)
-            if payload.get("stream"):
-                record.stream = True
-                return await self._stream(call)
-            return await self._complete(call)
-        except ProxyError as exc:
-            return self.fail(record, exc)
-        except asyncio.CancelledError:  # the server's grace period ran out: the row still counts
-            self.fail(record, ProxyError(503, SHUT_DOWN, type="server_error", code="shutdown"))
-            raise
-        except Exception:
-            return self.fail(record, _internal_error(record))
+    async def _call(
+        self, request: Request, record: CallRecord, endpoint: str, azure: bool,
+        headers: dict[str, str], options: RequestOptions,
+    ) -> Response:
+        """A model call (chat, completions, embeddings, responses): read, validate, route, answer."""
+        steps = self.preprocessor.requested(headers)
+        body = await read_body(request, headers, self.settings.max_body_bytes)
+        # with preprocessing asked for, the log keeps the preprocessed body or none
+        record.request_text = None if steps else body.decode("utf-8", "replace")
+        check_content_type(headers)
+        decode_text(body)
+        payload = record.payload = parse_payload(body, self.settings.limits.max_json_depth)
+        deployment = request.path_params.get("deployment")
+        if deployment is not None:
+            check_deployment(deployment)
+        asked = self._deployment_model(deployment) if deployment else payload.get("model")
+        if azure and isinstance(asked, str):
+            asked = self._deployment_model(asked)
+        record.model = asked if isinstance(asked, str) else None
+        payload = self.preprocessor.apply(record, endpoint, payload, record.model, steps)
+        model = validate(endpoint, payload, asked)
+        routes = self.router.resolve(model)
+        upstream_payload = payload
+        if endpoint == "responses":
+            routes, upstream_payload = await self.turns.prepare(record, payload, routes)
+        record.provider, record.upstream_model = routes[0].provider, routes[0].upstream_model
+        key = request_key(endpoint, routes, identity(headers, record.client), payload)
+        call = Call(record, endpoint, payload, routes, options, self._cache_mode(options, model), key, upstream_payload)
+        if payload.get("stream"):
+            record.stream = True
+            return await self._stream(call)
+        return await self._complete(call)
 
     async def _complete(self, call: Call) -> Response:
         record = call.record
