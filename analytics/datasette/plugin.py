@@ -207,23 +207,15 @@ def _age(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
-async def _studies(datasette: Datasette) -> list[dict[str, Any]]:
+async def _linked_rows(datasette: Datasette, sql: str, query: str, param: str, column: str) -> list[dict[str, Any]]:
+    """The rows of `sql`, each with the URL of canned query `query` for its `column` value: the
+    lists of studies and sessions on the pages of those queries when none is chosen."""
     try:
-        result = await datasette.execute(DATABASE, STUDIES_SQL)
-    except Exception:  # noqa: BLE001 - a log without the table yet: no studies to list
+        result = await datasette.execute(DATABASE, sql)
+    except Exception:  # noqa: BLE001 - a log without the table yet: nothing to list
         return []
-    url = datasette.urls.query(DATABASE, "study_answers")
-    return [dict(row) | {"url": url + "?" + urlencode({"study": row["study"]})} for row in result.rows]
-
-
-async def _sessions(datasette: Datasette) -> list[dict[str, Any]]:
-    """The latest sessions, for the conversation page without a session."""
-    try:
-        result = await datasette.execute(DATABASE, SESSIONS_SQL)
-    except Exception:  # noqa: BLE001 - a log without the table yet: no sessions to list
-        return []
-    url = datasette.urls.query(DATABASE, "conversation")
-    return [dict(row) | {"url": url + "?" + urlencode({"session": row["session_id"]})} for row in result.rows]
+    url = datasette.urls.query(DATABASE, query)
+    return [dict(row) | {"url": url + "?" + urlencode({param: row[column]})} for row in result.rows]
 
 
 def _since_error(request: Any) -> str | None:
@@ -249,9 +241,9 @@ def extra_template_vars(template: str, view_name: str, request: Any, datasette: 
         if view_name == "index":
             found |= await _start_page_vars(datasette, request)
         if template == f"query-{DATABASE}-study_answers.html":
-            found["study_list"] = await _studies(datasette)
+            found["study_list"] = await _linked_rows(datasette, STUDIES_SQL, "study_answers", "study", "study")
         if template == f"query-{DATABASE}-conversation.html":
-            found["conversation_list"] = await _sessions(datasette)
+            found["conversation_list"] = await _linked_rows(datasette, SESSIONS_SQL, "conversation", "session", "session_id")
         return found
 
     return extra()
