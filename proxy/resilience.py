@@ -88,17 +88,26 @@ class UpstreamCaller:
         """The first final answer (success or an error not worth retrying), else the last failure.
 
         Raises ProxyError (502/504) when no route answered at all; after more than one attempt
-        it carries `x-should-retry: false`, so that the client's SDK does not retry on top.
+        it carries `x-should-retry: false`, so that the client's SDK does not retry on top. A
+        route whose provider cannot carry the request (a translated provider refusing a field)
+        is passed over for the next; when none could, the first refusal is the answer.
         """
         make = build or (lambda provider, route: provider.build(endpoint, route.upstream_model, payload))
         deadline = time.monotonic() + self.policy.deadline
         last: Outcome | UpstreamUnreachable | None = None
+        refused: ProxyError | None = None
         for route in routes:
             if time.monotonic() >= deadline:
                 break
+            provider = self.providers[route.provider]
+            try:
+                request = make(provider, route)
+            except ProxyError as exc:
+                refused = refused or exc
+                continue
             record.provider, record.upstream_model = route.provider, route.upstream_model
             try:
-                outcome = await self._with_retries(record, route, make, max_attempts, stream, deadline)
+                outcome = await self._with_retries(record, provider, request, max_attempts, stream, deadline)
             except UpstreamUnreachable as exc:
                 last = exc
                 continue
@@ -107,6 +116,8 @@ class UpstreamCaller:
             last = outcome
         if isinstance(last, Outcome):
             return last
+        if last is None and refused is not None:
+            raise refused
         error = unreachable_error(last, record.provider or "upstream")
         if len(record.attempts) > 1:
             error.headers["x-should-retry"] = "false"
@@ -115,14 +126,12 @@ class UpstreamCaller:
     async def _with_retries(
         self,
         record: CallRecord,
-        route: Route,
-        build: RequestBuilder,
+        provider: Provider,
+        request: UpstreamRequest,
         max_attempts: int,
         stream: bool,
         deadline: float,
     ) -> Outcome:
-        provider = self.providers[route.provider]
-        request = build(provider, route)
         path = urlsplit(request.url).path
 
         async def attempt_once() -> Outcome:

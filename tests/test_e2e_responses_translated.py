@@ -21,6 +21,7 @@ from fake_upstream import CUT_AFTER, TOOL_CALL, USAGE, chat_answer
 pytestmark = pytest.mark.timeout(60)
 
 HYPERBOLIC_KEY = fake_key("hyp-test")
+OPENAI_KEY = fake_key("sk-test-openai")
 MODEL = "meta-llama/Llama-3.3-70B-Instruct"
 
 CONFIG = """
@@ -28,6 +29,9 @@ CONFIG = """
 base_url = "{base}/chatonly/v1"
 no_key = true
 responses = false
+
+[aliases]
+either = ["hyperbolic/meta-llama/Llama-3.3-70B-Instruct", "openai/gpt-4o"]
 """
 
 WEATHER = {
@@ -54,7 +58,7 @@ class Weather(BaseModel):
 
 @pytest.fixture(scope="module")
 def proxy(module_proxy_factory, fake_upstream_server):
-    env = provider_env(fake_upstream_server, hyperbolic=HYPERBOLIC_KEY)
+    env = provider_env(fake_upstream_server, hyperbolic=HYPERBOLIC_KEY, openai=OPENAI_KEY)
     return module_proxy_factory(env=env, config=CONFIG.format(base=fake_upstream_server.base_url))
 
 
@@ -195,6 +199,17 @@ def test_a_field_chat_cannot_express_is_a_400_and_nothing_goes_upstream(proxy, c
     assert upstream.requests == []
     row = proxy.log.wait_row(caught.value.response.headers["x-study-request-id"])
     assert (row["status_code"], row["endpoint"], row["attempts"]) == (400, "responses", 0)
+
+
+def test_a_field_the_translated_route_refuses_falls_to_the_next_route(proxy, client, upstream):
+    """An alias whose first route is chat-only: a Responses-only field goes to the route that has the
+    Responses API rather than failing; with no such route it is the refusal above."""
+    raw = client.responses.with_raw_response.create(model="either", input="x", background=True)
+    assert raw.parse().status == "completed"
+    assert [r.path for r in upstream.requests] == ["/v1/responses"]
+    assert upstream.requests[0].json["background"] is True
+    row = proxy.log.wait_row(raw.headers["x-study-request-id"])
+    assert (row["status_code"], row["provider"], row["attempts"]) == (200, "openai", 1)
 
 
 def test_upstream_error_passes_through(proxy, client, upstream):
