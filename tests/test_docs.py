@@ -121,7 +121,7 @@ def variables_in_source() -> dict[str, str]:
             name = None
             if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
                 func = node.func
-                if isinstance(func, ast.Attribute) and func.attr in ("get", "pop", "setdefault") and _is_environment(func.value):
+                if isinstance(func, ast.Attribute) and func.attr == "get" and _is_environment(func.value):
                     name = node.args[0].value
                 elif ast.unparse(func) in ("os.getenv", "getenv"):
                     name = node.args[0].value
