@@ -325,3 +325,15 @@ def test_every_study_header_is_documented() -> None:
         documented |= {m.lower() for m in re.findall(r"(?im)^\| `(x-study-[a-z0-9-]*[a-z0-9])[`: ]", body)}
     missing = {name: where for name, where in study_headers().items() if name not in documented}
     assert missing == {}, f"X-Study-* headers without a row in docs/endpoints.md's header tables: {missing}"
+
+
+# --- the front page -----------------------------------------------------------------------------
+
+
+def test_the_readme_is_a_front_page() -> None:
+    """The README stays short and sends readers to docs/; the reference lives there."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 400, "README.md is over 400 lines: move the detail into docs/"
+    assert "(docs/README.md)" in readme
+    for name in sorted(p.name for p in DOCS.glob("*.md") if p.name != "README.md"):
+        assert f"({name})" in page("README.md"), f"docs/README.md does not list docs/{name}"
