@@ -27,7 +27,7 @@ BEHIND_S = 1.0
 
 
 def stats(recorder: Recorder) -> dict[str, Any]:
-    """The recorder's counters (the README's table of `/healthz` fields)."""
+    """The recorder's counters (the table of `/healthz` fields in docs/durability.md)."""
     backlog = recorder.backlog
     oldest = backlog.oldest()
     return {
