@@ -17,7 +17,7 @@ import pytest
 from loggen import hour_start, small_rows, write_rows
 
 from analytics import report
-from analytics.study import COMPARISON_COLUMNS
+from analytics.measures import COMPARISON_COLUMNS
 
 MINI = "openai/gpt-4o-mini"
 

@@ -22,8 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from analytics import runner
-from analytics.runner import StudyError, load_prompts, metadata_header, parse_params, plan_calls
+from analytics import plan, runner
+from analytics.plan import metadata_header, parse_params, plan_calls
+from analytics.progress import Progress
+from analytics.prompts import StudyError, load_prompts
 from conftest import Log, fake_key, minimal_env, provider_env, unique
 
 pytestmark = pytest.mark.timeout(60)
@@ -172,7 +174,7 @@ def test_metadata_header_is_ascii_json_and_stays_small(tmp_path: Path) -> None:
     ]))
     call = plan_calls(items, ["m"], 1, {})[0]
     value, omitted = metadata_header("s1", "run1", call)
-    assert value.isascii() and len(value) < runner.METADATA_HEADER_LIMIT + 200
+    assert value.isascii() and len(value) < plan.METADATA_HEADER_LIMIT + 200
     meta = json.loads(value)
     assert meta == {"study": "s1", "run": "run1", "item": 0, "repeat": 0, "input_hash": call.input_hash,
                     "lang": "français", "after": 1, "omitted_fields": ["item", "long"]}
@@ -411,7 +413,7 @@ class FakeTerminal(io.StringIO):
 def test_progress_bar_on_a_terminal_shows_rate_and_eta() -> None:
     pytest.importorskip("tqdm")
     stream = FakeTerminal()
-    progress = runner.Progress("study x", total=4, done=1, stream=stream)
+    progress = Progress("study x", total=4, done=1, stream=stream)
     for outcome in ("ok", "failed"):
         time.sleep(0.01)
         progress.advance(outcome)
@@ -423,9 +425,9 @@ def test_progress_bar_on_a_terminal_shows_rate_and_eta() -> None:
 
 
 def test_progress_without_a_terminal_prints_plain_lines(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runner, "PLAIN_PROGRESS_INTERVAL", 0.0)
+    monkeypatch.setattr("analytics.progress.PLAIN_PROGRESS_INTERVAL", 0.0)
     stream = io.StringIO()
-    progress = runner.Progress("study y", total=3, done=0, stream=stream)
+    progress = Progress("study y", total=3, done=0, stream=stream)
     progress.advance("ok")
     progress.advance("skipped")
     progress.close()

@@ -30,6 +30,8 @@ import pytest
 from loggen import STUDY_MODELS, STUDY_NAME, hour_start, small_rows, study_answer, study_item_count, write_log, write_rows
 
 import analytics.study as study_module
+from analytics.frames import ALL_COLUMNS
+from analytics.measures import COMPARISON_COLUMNS
 from analytics.study import LogError, Study, log_time, parse_duration, parse_time
 
 POSTGRES_URL = os.environ.get("STUDY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -121,7 +123,7 @@ def assert_row(row: dict[str, Any], **expected: Any) -> None:
 
 def test_provider_comparison_per_provider_and_model(small: Study) -> None:
     table = small.provider_comparison()
-    assert list(table.columns) == ["provider", "model", *study_module.COMPARISON_COLUMNS]
+    assert list(table.columns) == ["provider", "model", *COMPARISON_COLUMNS]
     # Busiest first; ties by name; the request refused before routing is a group of its own.
     assert list(zip(table["model"].fillna("-"), table["calls"])) == [(MINI, 6), (GPT4O, 5), (AZURE, 4), (ECHO, 4), ("-", 1)]
     # Latency over the successful upstream calls 100, 200, 300, 400 (not the 429, not the cache hit).
@@ -248,7 +250,7 @@ def test_load_runs_types_and_filters(small: Study, base: datetime) -> None:
     assert len(small.load_runs(since="24h")) == 19
     assert small.load_runs(limit=3)["id"].tolist() == [18, 19, 20]
     assert list(small.load_runs(columns=["model", "latency_ms"]).columns) == ["id", "model", "latency_ms"]
-    assert "request_json" in small.load_runs(columns=study_module.ALL_COLUMNS)
+    assert "request_json" in small.load_runs(columns=ALL_COLUMNS)
     with pytest.raises(ValueError, match="not columns"):
         small.load_runs(columns=["model; DROP TABLE inference_runs"])
     with pytest.raises(ValueError, match="empty list"):
