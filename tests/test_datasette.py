@@ -143,10 +143,11 @@ def count_rows(path: Path) -> int:
         return conn.execute("select count(*) from inference_runs").fetchone()[0]
 
 
-async def test_index_and_database_pages(ds: Any) -> None:
+async def test_index_and_database_pages(ds: Any, capsys: pytest.CaptureFixture[str]) -> None:
     index = await ds.client.get("/")
     assert index.status_code == 200
     assert "Study Query LLM" in index.text
+    assert "ERROR" not in capsys.readouterr().err  # the log is no copy: its absent copy_state is no error
     databases = await get_json(ds, "/-/databases.json")
     assert [d["name"] for d in databases] == [DATABASE_NAME]
     db = await get_json(ds, f"/{DATABASE_NAME}.json")

@@ -181,7 +181,7 @@ async def _copy_state(datasette: Datasette) -> dict[str, Any] | None:
     """Where a copy of the log comes from and how old it is (`analytics.export`); None for the log itself."""
     try:
         result = await datasette.execute(
-            DATABASE, "select source, refreshed_at, refresh_seconds, since from copy_state limit 1"
+            DATABASE, "select source, refreshed_at, refresh_seconds, since from copy_state limit 1", log_sql_errors=False
         )
     except Exception:  # noqa: BLE001 - not a copy: no such table
         return None
@@ -211,7 +211,7 @@ async def _linked_rows(datasette: Datasette, sql: str, query: str, param: str, c
     """The rows of `sql`, each with the URL of canned query `query` for its `column` value: the
     lists of studies and sessions on the pages of those queries when none is chosen."""
     try:
-        result = await datasette.execute(DATABASE, sql)
+        result = await datasette.execute(DATABASE, sql, log_sql_errors=False)
     except Exception:  # noqa: BLE001 - a log without the table yet: nothing to list
         return []
     url = datasette.urls.query(DATABASE, query)
