@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import scenario_responses
@@ -61,21 +62,13 @@ def markdown(r: dict[str, Any]) -> str:
 
     a = r.get("a")
     if a:
-        t = a["targets"]
-        names = [x for x in TARGET_NAMES if x in t]
         w(f"### a. Sequential non-streaming calls ({a['rounds']} rounds × {a['block']} requests per target, interleaved; median of round values)")
         w("")
-        head = "| | " + " | ".join(LABEL[x] for x in names)
-        extra = [x for x in names if x != "direct" and "added_p50_ms" in t[x]]
-        head += "".join(f" | {LABEL[x]} − direct" for x in extra) + " |"
-        w(head)
-        w("|---" * (1 + len(names) + len(extra)) + "|")
-        for key, label in (("p50", "p50 latency, ms"), ("p99", "p99 latency, ms")):
-            row = f"| {label} | " + " | ".join(f(t[x][f"{key}_ms"], 3) for x in names)
-            row += "".join(f" | **{f(t[x][f'added_{key}_ms'], 3)}**" for x in extra) + " |"
-            w(row)
-        w("| req/s (one connection) | " + " | ".join(n(t[x]["rps"]) for x in names) + " |" * (len(extra) + 1))
-        w("| non-200 answers | " + " | ".join(n(t[x]["non_200"]) for x in names) + " |" * (len(extra) + 1))
+        out += side_by_side(
+            a["targets"], "added_p50_ms",
+            (("p50", "p50 latency, ms"), ("p99", "p99 latency, ms")),
+            (("req/s (one connection)", lambda v: n(v["rps"])), ("non-200 answers", lambda v: n(v["non_200"]))),
+        )
         w("")
         w(rows_line(a.get("ours_rows")))
         w("")
@@ -121,21 +114,16 @@ def markdown(r: dict[str, Any]) -> str:
 
     c = r.get("c")
     if c:
-        t = c["targets"]
-        names = [x for x in TARGET_NAMES if x in t]
-        extra = [x for x in names if x != "direct" and "added_ttft_p50_ms" in t[x]]
         w(f"### c. Streaming, {c['chunks']} chunks {c['gap_ms']} ms apart ({c['rounds']} rounds × {c['block']} streams per target, interleaved; medians)")
         w("")
-        w("| | " + " | ".join(LABEL[x] for x in names) + "".join(f" | {LABEL[x]} − direct" for x in extra) + " |")
-        w("|---" * (1 + len(names) + len(extra)) + "|")
-        for key, label in (("ttft_p50", "time to first token p50, ms"), ("ttft_p99", "time to first token p99, ms"),
-                           ("gap_p50", "gap between chunks p50, ms"), ("gap_p99", "gap between chunks p99, ms")):
-            row = f"| {label} | " + " | ".join(f(t[x][f"{key}_ms"], 3) for x in names)
-            row += "".join(f" | **{f(t[x][f'added_{key}_ms'], 3)}**" for x in extra) + " |"
-            w(row)
-        w("| whole stream p50, ms | " + " | ".join(f(t[x]["total_p50_ms"], 1) for x in names) + " |" * (len(extra) + 1))
-        w("| content chunks received (median) | " + " | ".join(n(t[x]["content_chunks_median"]) for x in names) + " |" * (len(extra) + 1))
-        w("| incomplete or failed streams | " + " | ".join(n(t[x]["incomplete_streams"]) for x in names) + " |" * (len(extra) + 1))
+        out += side_by_side(
+            c["targets"], "added_ttft_p50_ms",
+            (("ttft_p50", "time to first token p50, ms"), ("ttft_p99", "time to first token p99, ms"),
+             ("gap_p50", "gap between chunks p50, ms"), ("gap_p99", "gap between chunks p99, ms")),
+            (("whole stream p50, ms", lambda v: f(v["total_p50_ms"], 1)),
+             ("content chunks received (median)", lambda v: n(v["content_chunks_median"])),
+             ("incomplete or failed streams", lambda v: n(v["incomplete_streams"]))),
+        )
         w("")
         w(rows_line(c.get("ours_rows")))
         w("")
@@ -177,3 +165,23 @@ def markdown(r: dict[str, Any]) -> str:
         out += scenario_responses.markdown(r["f"], f, rows_line)
     w("![req/s, latency and memory](bench.png)")
     return "\n".join(out) + "\n"
+
+
+def side_by_side(
+    targets: dict[str, Any],
+    added_key: str,
+    timed: tuple[tuple[str, str], ...],
+    plain: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...],
+) -> list[str]:
+    """A table of the targets side by side, then what each adds to direct (where `added_key` was
+    measured): `timed` rows (key, label) in ms with their added values, `plain` rows (label, cell) without."""
+    names = [x for x in TARGET_NAMES if x in targets]
+    extra = [x for x in names if x != "direct" and added_key in targets[x]]
+    lines = ["| | " + " | ".join(LABEL[x] for x in names) + "".join(f" | {LABEL[x]} − direct" for x in extra) + " |",
+             "|---" * (1 + len(names) + len(extra)) + "|"]
+    for key, label in timed:
+        row = f"| {label} | " + " | ".join(f(targets[x][f"{key}_ms"], 3) for x in names)
+        lines.append(row + "".join(f" | **{f(targets[x][f'added_{key}_ms'], 3)}**" for x in extra) + " |")
+    for label, cell in plain:
+        lines.append(f"| {label} | " + " | ".join(cell(targets[x]) for x in names) + " |" * (len(extra) + 1))
+    return lines

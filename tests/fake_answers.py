@@ -85,6 +85,19 @@ def error(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def envelope(endpoint: str, model: str, stream: bool) -> dict[str, Any]:
+    """The fields around the choices of a chat or text completion, or of each chunk of one streamed."""
+    chat = endpoint == "chat/completions"
+    suffix = "-stream" if stream else ""
+    return {
+        "id": ("chatcmpl-fake" if chat else "cmpl-fake") + suffix,
+        "object": ("chat.completion.chunk" if stream else "chat.completion") if chat else "text_completion",
+        "created": 1_700_000_000,
+        "model": model,
+        "system_fingerprint": "fp_fake",
+    }
+
+
 def completion(endpoint: str, model: str, text: str, with_usage: bool) -> dict[str, Any]:
     """A whole chat completion (or, on `completions`, a text completion) answering `text`."""
     chat = endpoint == "chat/completions"
@@ -93,14 +106,7 @@ def completion(endpoint: str, model: str, text: str, with_usage: bool) -> dict[s
         choice["message"] = {"role": "assistant", "content": text, "refusal": None}
     else:
         choice["text"] = text
-    answer = {
-        "id": "chatcmpl-fake" if chat else "cmpl-fake",
-        "object": "chat.completion" if chat else "text_completion",
-        "created": 1_700_000_000,
-        "model": model,
-        "system_fingerprint": "fp_fake",
-        "choices": [choice],
-    }
+    answer = {**envelope(endpoint, model, stream=False), "choices": [choice]}
     if with_usage:
         answer["usage"] = dict(USAGE)
     return answer
@@ -119,10 +125,10 @@ def tool_call_events(
     model: str, include_usage: bool, name: str = TOOL_CALL["function"]["name"]
 ) -> list[dict[str, Any]]:
     """TOOL_CALL streamed as OpenAI streams it: id, type and name in the first delta, then the arguments."""
-    envelope = {"id": "chatcmpl-fake-tool", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model}
+    head = {"id": "chatcmpl-fake-tool", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model}
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {**envelope, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+        return {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
 
     first = {"index": 0, "id": TOOL_CALL["id"], "type": "function", "function": {"name": name, "arguments": ""}}
     events = [chunk({"role": "assistant", "content": None, "tool_calls": [first]})]
@@ -133,20 +139,14 @@ def tool_call_events(
     ]
     events.append(chunk({}, "tool_calls"))
     if include_usage:
-        events.append({**envelope, "choices": [], "usage": dict(USAGE)})
+        events.append({**head, "choices": [], "usage": dict(USAGE)})
     return events
 
 
 def stream_events(endpoint: str, model: str, text: str, include_usage: bool, azure_first: bool) -> list[dict[str, Any]]:
     """`text` streamed word by word as chunks, after Azure's content-filter chunk when `azure_first`."""
     chat = endpoint == "chat/completions"
-    envelope = {
-        "id": "chatcmpl-fake-stream" if chat else "cmpl-fake-stream",
-        "object": "chat.completion.chunk" if chat else "text_completion",
-        "created": 1_700_000_000,
-        "model": model,
-        "system_fingerprint": "fp_fake",
-    }
+    head = envelope(endpoint, model, stream=True)
 
     def choice(piece: str | None, finish: str | None, role: bool = False) -> dict[str, Any]:
         if not chat:
@@ -165,9 +165,9 @@ def stream_events(endpoint: str, model: str, text: str, include_usage: bool, azu
             "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {"hate": {"filtered": False, "severity": "safe"}}}],
         })
     if chat:
-        events.append({**envelope, "choices": [choice("", None, role=True)]})
-    events += [{**envelope, "choices": [choice(word, None)]} for word in stream_words(text)]
-    events.append({**envelope, "choices": [choice(None if chat else "", "stop")]})
+        events.append({**head, "choices": [choice("", None, role=True)]})
+    events += [{**head, "choices": [choice(word, None)]} for word in stream_words(text)]
+    events.append({**head, "choices": [choice(None if chat else "", "stop")]})
     if include_usage:
-        events.append({**envelope, "choices": [], "usage": dict(USAGE)})
+        events.append({**head, "choices": [], "usage": dict(USAGE)})
     return events
