@@ -20,7 +20,7 @@ import os
 import threading
 from pathlib import Path
 
-from proxy.config import UICopyPolicy
+from proxy.config_sections import UICopyPolicy
 from proxy.store.engine import display_url
 
 from .export import export, prepare

@@ -143,7 +143,7 @@ def accounts(f: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def markdown(f: dict[str, Any], fmt: Any, rows_line: Any) -> list[str]:
-    """The scenario's section of results.md; `fmt` and `rows_line` are report.py's formatters."""
+    """The scenario's section of results.md; `fmt` and `rows_line` are report_format.py's formatters."""
     out = ["### f. The Responses API (`POST /v1/responses`) through our proxy", ""]
     legs = ("direct: the fake upstream's `/v1/responses`; ours: our proxy's `/v1/responses`; ours, chat: the same "
             "proxy's `/v1/chat/completions`, the same upstream answering chat; ")
@@ -187,7 +187,7 @@ def markdown(f: dict[str, Any], fmt: Any, rows_line: Any) -> list[str]:
 
 
 def _account(acc: dict[str, Any] | None, rows_line: Any) -> str:
-    """report.py's rows line, and which upstream endpoints our proxy's calls reached."""
+    """report_format.py's rows line, and which upstream endpoints our proxy's calls reached."""
     if not acc:
         return ""
     calls = ", ".join(f"{endpoint} {n:,}" for endpoint, n in sorted(acc.get("upstream_by_endpoint", {}).items()))

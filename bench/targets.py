@@ -16,6 +16,9 @@ from typing import Any
 
 import clients
 
+#: The three targets, in the order tables and logs list them, and their names there.
+TARGET_NAMES = ("direct", "ours", "litellm")
+LABEL = {"direct": "direct", "ours": "ours", "litellm": "LiteLLM"}
 STREAM_CHUNKS, STREAM_GAP_MS = 50, 2
 #: "#N#" is replaced per request (wrk: bench/wrk/post.lua; Python clients: Target.request), so that
 #: every request is unique: no cache or merging of identical concurrent requests can answer it.

@@ -36,7 +36,7 @@ from typing import Any
 
 from . import log_health
 from .backlog import Backlog, Batch
-from .config import DURABILITY_MODES, LogPolicy
+from .config_sections import DURABILITY_MODES, LogPolicy
 from .group_commit import GroupCommit
 from .journal import Journal
 from .log_writer import BatchWriter

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import anyio
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, retry_if_result, stop_after_attempt
 
-from .config import RetryPolicy
+from .config_sections import RetryPolicy
 from .errors import ProxyError
 from .providers import Provider
 from .record import Attempt, CallRecord

@@ -15,7 +15,8 @@ import orjson
 import pytest
 
 from proxy.app import create_app
-from proxy.config import LogPolicy, load_settings
+from proxy.config import load_settings
+from proxy.config_sections import LogPolicy
 from proxy.journal import read_lines
 from proxy.logrow import decode
 

@@ -18,7 +18,7 @@ import pytest
 from openai import AsyncOpenAI, OpenAI
 
 from conftest import fake_key, provider_env, unique
-from fake_upstream import chat_answer
+from fake_answers import chat_answer
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -14,7 +14,8 @@ import pytest
 from openai import AsyncOpenAI, OpenAI
 
 from conftest import HEX32, ISO_UTC_MS, assert_error_shape, fake_key, loads, provider_env
-from fake_upstream import EMBEDDING_TOKENS_PER_INPUT, MODELS, USAGE, VECTOR, chat_answer, completion, completion_answer, error
+from fake_answers import USAGE, chat_answer, completion, completion_answer, error
+from fake_endpoints import EMBEDDING_TOKENS_PER_INPUT, MODELS, VECTOR
 
 pytestmark = pytest.mark.timeout(60)
 

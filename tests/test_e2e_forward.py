@@ -19,7 +19,7 @@ import pytest
 from openai import OpenAI
 
 from conftest import assert_error_shape, fake_key, free_port, loads, provider_env, unique
-from fake_upstream import SPEECH, transcription_text
+from fake_endpoints import SPEECH, transcription_text
 
 from proxy.bodies import LOG_CAP
 

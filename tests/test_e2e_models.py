@@ -17,7 +17,7 @@ import pytest
 from openai import AzureOpenAI, OpenAI
 
 from conftest import assert_error_shape, fake_key, provider_env
-from fake_upstream import HANGING_MODELS_PREFIX, MODELS
+from fake_endpoints import HANGING_MODELS_PREFIX, MODELS
 
 from proxy.models import FETCH_TIMEOUT
 

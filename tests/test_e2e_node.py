@@ -19,7 +19,8 @@ import httpx
 import pytest
 
 from conftest import REPO_ROOT, fake_key, loads, minimal_env, provider_env
-from fake_upstream import chat_answer, embedding_vector
+from fake_answers import chat_answer
+from fake_endpoints import embedding_vector
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -14,7 +14,7 @@ import pytest
 from openai import OpenAI
 
 from conftest import assert_error_shape, fake_key, loads, provider_env
-from fake_upstream import chat_answer
+from fake_answers import chat_answer
 from proxy.config import ConfigError, load_settings
 from proxy.preprocess.steps import Steps
 

@@ -14,7 +14,8 @@ import pytest
 from openai import AzureOpenAI, OpenAI
 
 from conftest import assert_error_shape, fake_key, free_port, loads, provider_env
-from fake_upstream import MODELS, VECTOR, chat_answer
+from fake_answers import chat_answer
+from fake_endpoints import MODELS, VECTOR
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from conftest import fake_key, free_port, provider_env, unique
-from fake_upstream import chat_answer
+from fake_answers import chat_answer
 from redis_helpers import REDIS_URL, OwnRedis, needs_redis, prefixed_keys, redis_config, redis_prefix  # noqa: F401
 
 pytestmark = pytest.mark.timeout(90)

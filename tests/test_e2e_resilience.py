@@ -17,7 +17,8 @@ import pytest
 from openai import OpenAI
 
 from conftest import assert_error_shape, fake_key, free_port, provider_env, sse_data, unique
-from fake_upstream import RETRY_AFTER_DATE_SECONDS, RETRY_AFTER_MS, chat_answer, stalled_text
+from fake_answers import chat_answer
+from fake_failures import RETRY_AFTER_DATE_SECONDS, RETRY_AFTER_MS, stalled_text
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -19,8 +19,9 @@ from pydantic import BaseModel
 from proxy.pricing import Pricer
 
 from conftest import HEX32, assert_error_shape, fake_key, loads, provider_env, unique
+from fake_answers import chat_answer
+from fake_failures import SLOW_CHUNKS, slow_answer
 from fake_responses import FAKE_JSON, RESPONSES_USAGE, TOOL_ARGUMENTS
-from fake_upstream import SLOW_CHUNKS, chat_answer, slow_answer
 
 pytestmark = pytest.mark.timeout(60)
 

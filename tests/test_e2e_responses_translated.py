@@ -15,8 +15,9 @@ from openai import AsyncOpenAI, OpenAI
 from pydantic import BaseModel
 
 from conftest import fake_key, loads, provider_env, unique
+from fake_answers import TOOL_CALL, USAGE, chat_answer
+from fake_failures import CUT_AFTER
 from fake_responses import FAKE_JSON, tool_result_answer
-from fake_upstream import CUT_AFTER, TOOL_CALL, USAGE, chat_answer
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,7 +11,8 @@ import pytest
 from openai import OpenAI
 
 from conftest import fake_key, loads, provider_env
-from fake_upstream import TOOL_CALL, embedding_vector
+from fake_answers import TOOL_CALL
+from fake_endpoints import embedding_vector
 
 pytestmark = pytest.mark.timeout(60)
 

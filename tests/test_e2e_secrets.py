@@ -14,7 +14,7 @@ import pytest
 from openai import AzureOpenAI, OpenAI
 
 from conftest import assert_error_shape, fake_key, loads, provider_env
-from fake_upstream import chat_answer
+from fake_answers import chat_answer
 
 pytestmark = pytest.mark.timeout(90)
 

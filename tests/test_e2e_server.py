@@ -12,7 +12,7 @@ import pytest
 from openai import OpenAI
 
 from conftest import fake_key, provider_env
-from fake_upstream import slow_answer
+from fake_failures import slow_answer
 
 pytestmark = pytest.mark.timeout(90)
 

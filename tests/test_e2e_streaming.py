@@ -12,7 +12,8 @@ import pytest
 from openai import AsyncOpenAI, AzureOpenAI, OpenAI
 
 from conftest import fake_key, loads, provider_env
-from fake_upstream import CUT_AFTER, SLOW_CHUNKS, USAGE, chat_answer, completion_answer, slow_answer, stream_words
+from fake_answers import USAGE, chat_answer, completion_answer, stream_words
+from fake_failures import CUT_AFTER, SLOW_CHUNKS, slow_answer
 
 pytestmark = pytest.mark.timeout(60)
 

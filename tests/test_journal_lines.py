@@ -16,7 +16,8 @@ import orjson
 import pytest
 
 from proxy.app import create_app
-from proxy.config import LogPolicy, load_settings
+from proxy.config import load_settings
+from proxy.config_sections import LogPolicy
 from proxy.logrow import decode, flatten, journal_line
 from proxy.pricing import Pricer
 from proxy.record import CallRecord

@@ -15,7 +15,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.create_embedding_response import CreateEmbeddingResponse
 from openai.types.responses import Response, ResponseStreamEvent
 
-from proxy.config import ProviderConfig
+from proxy.config_sections import ProviderConfig
 from proxy.providers.mock import MockProvider
 from proxy.providers.mock_embeddings import vector
 

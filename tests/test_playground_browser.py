@@ -16,7 +16,8 @@ import pytest
 
 from browser import chrome, skip_reason
 from conftest import fake_key, loads, provider_env
-from fake_upstream import chat_answer, slow_answer
+from fake_answers import chat_answer
+from fake_failures import slow_answer
 
 pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[dev]')")
 pytestmark = [pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or ""), pytest.mark.timeout(120)]

@@ -6,7 +6,7 @@ from email.utils import formatdate
 
 import pytest
 
-from proxy.config import ProviderConfig, RetryPolicy
+from proxy.config_sections import ProviderConfig, RetryPolicy
 from proxy.errors import ProxyError
 from proxy.providers.mock import MockResponse
 from proxy.providers.base import Provider

@@ -6,7 +6,8 @@ import orjson
 import pytest
 from openai.types.responses import Response
 
-from proxy.config import ConfigError, RetryPolicy, load_settings
+from proxy.config import ConfigError, load_settings
+from proxy.config_sections import RetryPolicy
 from proxy.errors import ProxyError
 from proxy.providers import AzureProvider, MockProvider, Provider, TranslatingProvider, build_providers
 from proxy.providers.mock import MockResponse

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from ..config import ProviderConfig
+from ..config_sections import ProviderConfig
 from ..upstream import UpstreamClient, UpstreamRequest, UpstreamResponse
 
 #: The proxy's endpoint names, as they appear after `/v1/` in OpenAI's API.

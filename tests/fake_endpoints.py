@@ -1,0 +1,86 @@
+"""The answers beside chat, completions and responses: embeddings, the model list, and the forwarded endpoints.
+
+Forwarded endpoints (`/audio/speech`, `/audio/transcriptions`, `/moderations`, …) get a small
+answer of their kind by how the path ends, or else an echo of what the fake received.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from typing import TYPE_CHECKING, Any
+
+from starlette.responses import JSONResponse, Response
+
+if TYPE_CHECKING:
+    from fake_routes import RecordedRequest
+
+#: Usage reported for an embeddings call: 3 tokens per input.
+EMBEDDING_TOKENS_PER_INPUT = 3
+#: The vector every embedding input gets (index i adds i to the first component).
+VECTOR = [0.25, -0.5, 0.125, 1.0]
+
+#: The ids every `GET …/models` lists (but see FAILING_MODELS_PREFIX and HANGING_MODELS_PREFIX).
+MODELS = ("fake-model", "gpt-4o-mini", "whisper-1")
+#: The provider living under this prefix cannot list its models: its `GET …/models` answers 500.
+FAILING_MODELS_PREFIX = "/hyperbolic/v1"
+#: The provider living under this prefix never answers its `GET …/models` (until the client leaves).
+HANGING_MODELS_PREFIX = "/hang/v1"
+#: The body of every `…/audio/speech` answer (`audio/mpeg`).
+SPEECH = b"ID3\x04\x00fake-mp3" + bytes(range(256)) * 8
+
+
+def forwarded_answer(recorded: RecordedRequest, headers: dict[str, str]) -> Response:
+    """What the fake answers on an endpoint the proxy forwards, by the path's end."""
+    path, body = recorded.path, recorded.json if isinstance(recorded.json, dict) else {}
+    if path.endswith("/audio/speech"):
+        return Response(SPEECH, media_type="audio/mpeg", headers=headers)
+    if path.endswith("/audio/transcriptions"):
+        filename, _, data = recorded.files.get("file", (None, None, b""))
+        return JSONResponse({"text": transcription_text(filename, len(data))}, headers=headers)
+    if path.endswith("/moderations"):
+        result = {"flagged": False, "categories": {"hate": False}, "category_scores": {"hate": 0.001}}
+        return JSONResponse({"id": "modr-fake", "model": body.get("model"), "results": [result]}, headers=headers)
+    if path.endswith("/images/generations"):
+        image = {"url": "https://images.invalid/fake.png", "revised_prompt": body.get("prompt")}
+        return JSONResponse({"created": 1_700_000_000, "data": [image]}, headers=headers)
+    if recorded.method == "GET" and path.endswith("/files"):
+        files = [{"id": "file-abc123", "object": "file", "bytes": 120, "created_at": 1_700_000_000,
+                  "filename": "batch.jsonl", "purpose": "batch", "status": "processed"}]
+        return JSONResponse({"object": "list", "data": files, "has_more": False}, headers=headers)
+    echo = {
+        "object": "fake.echo", "method": recorded.method, "path": path, "query": recorded.query,
+        "model": recorded.model, "bytes": len(recorded.raw_body),
+        "pad": "p" * int(recorded.query_params.get("pad", "0")),
+    }
+    return JSONResponse(echo, headers=headers)
+
+
+def transcription_text(filename: str | None, size: int) -> str:
+    """The text the fake transcribes an uploaded file to."""
+    return f"Fake transcription of {filename} ({size} bytes)"
+
+
+def embedding_vector(index: int, dimensions: int = len(VECTOR)) -> list[float]:
+    """The vector of input `index`: VECTOR repeated to `dimensions` numbers, `index` added to the first."""
+    vector = [VECTOR[j % len(VECTOR)] for j in range(dimensions)]
+    vector[0] += index
+    return vector
+
+
+def embeddings(body: dict[str, Any], model: str) -> dict[str, Any]:
+    """An embeddings answer: one `embedding_vector` per input, as floats or base64 as the body asks."""
+    inputs = body.get("input")
+    inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
+    dimensions = body.get("dimensions")
+    size = dimensions if isinstance(dimensions, int) and dimensions > 0 else len(VECTOR)
+    data = []
+    for i, _ in enumerate(inputs):
+        vector = embedding_vector(i, size)
+        if body.get("encoding_format") == "base64":
+            embedding: Any = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        else:
+            embedding = vector
+        data.append({"object": "embedding", "index": i, "embedding": embedding})
+    tokens = EMBEDDING_TOKENS_PER_INPUT * len(inputs)
+    return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
