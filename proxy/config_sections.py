@@ -80,7 +80,7 @@ class UICopyPolicy:
 
 @dataclass(frozen=True)
 class LogPolicy:
-    """How the log keeps rows the database does not have yet (README: "Durability: what survives a crash")."""
+    """How the log keeps rows the database does not have yet (docs/durability.md, "Durability: what survives a crash")."""
 
     durability: str = "process"  # "process", "power" or "none"; env STUDY_DURABILITY wins
     memory_bytes: int = 64 * 1024 * 1024  # rows waiting in memory; past it, on disk only
