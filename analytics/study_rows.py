@@ -112,7 +112,7 @@ def summary_table(rows: Sequence[dict[str, Any]], models: Sequence[str]) -> str:
 
 
 def _percentile(values: Sequence[float], pct: int) -> float | None:
-    """Nearest-rank percentile (the value of a real call, as the README's SQL recipe does)."""
+    """Nearest-rank percentile (the value of a real call, as the SQL recipe in docs/datasette.md does)."""
     if not values:
         return None
     rank = max(1, math.ceil(pct / 100 * len(values)))
