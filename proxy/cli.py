@@ -6,11 +6,15 @@ import argparse
 import gc
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from .config import ConfigError, Settings, load_settings, read_environment
 from .exposure import open_bind_refusal
 from .store.engine import display_url
 from .workers import positive_int, worker_count
+
+if TYPE_CHECKING:
+    from .app import ProxyApp
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,7 +112,7 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def announce(settings: Settings, workers: int = 1):  # type: ignore[no-untyped-def]
+def announce(settings: Settings, workers: int = 1) -> ProxyApp:
     """The app for `settings`, and the lines saying where it serves what."""
     from .app import create_app
 

@@ -7,6 +7,7 @@ its own, which the kernel hands to one of the workers' sockets (SO_REUSEPORT).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -20,8 +21,10 @@ import httpx
 import pytest
 
 from conftest import ProxyServer, fake_key, minimal_env, provider_env, sse_data, unique
+from redis_helpers import REDIS_URL, needs_redis, redis_config, redis_prefix  # noqa: F401
 from test_e2e_kill import load_then_kill
 from test_e2e_metrics import scrape, value
+from test_postgres import POSTGRES_URL, postgres_listening
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -192,3 +195,39 @@ def test_metrics_are_summed_across_workers_in_a_directory_serve_makes(proxy_fact
         assert value(samples, "request_duration_seconds_count", model=model) == 40
     stop_cleanly(proxy)
     assert not directory.exists()  # serve made it, serve removes it
+
+
+@needs_redis
+def test_identical_calls_to_different_workers_make_one_upstream_call_through_redis(proxy_factory, upstream, redis_prefix):
+    env = provider_env(upstream, openai=fake_key("sk-test-openai"), REDIS_URL=REDIS_URL)
+    proxy = proxy_factory(env=env, config=redis_config(redis_prefix), extra_args=["--workers", "2"])
+    model = unique("slow")  # answers after 300 ms: the calls overlap
+    body = {"model": model, "messages": [{"role": "user", "content": "the same question"}]}
+    with ThreadPoolExecutor(8) as pool:  # a connection each: both workers get some
+        responses = list(pool.map(lambda _: httpx.post(proxy.v1 + "/chat/completions", json=body, timeout=20), range(8)))
+    assert [r.status_code for r in responses] == [200] * 8
+    assert [r.headers.get("x-study-cache") for r in responses].count("dedup") == 7
+    time.sleep(0.3)
+    assert upstream.count(model) == 1
+    stop_cleanly(proxy)
+
+
+@pytest.mark.skipif(not postgres_listening(), reason="no PostgreSQL on 127.0.0.1:5432")
+def test_workers_share_a_postgres_log(proxy_factory):
+    proxy = proxy_factory(extra_args=["--workers", "2", "--database-url", POSTGRES_URL])
+    assert len(answering_pids(proxy, 2)) == 2
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(lambda i: chat(proxy, f"postgres call {i}"), range(60)))
+    stop_cleanly(proxy)
+
+    async def logged() -> set[str]:
+        import asyncpg
+
+        conn = await asyncpg.connect(POSTGRES_URL)
+        try:
+            rows = await conn.fetch("SELECT request_id FROM inference_runs WHERE request_id = ANY($1::text[])", ids)
+        finally:
+            await conn.close()
+        return {row["request_id"] for row in rows}
+
+    assert asyncio.run(logged()) == set(ids)
