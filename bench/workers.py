@@ -8,7 +8,7 @@ or cached) and the fake upstream (0 ms) are pinned to core 1, the proxy is not p
 workers may use both cores, the one worker too. The legs alternate for `--rounds` rounds. A
 leg ends with SIGTERM (every worker drains), then its rows are counted against wrk's
 answers: `rows_lost` must be 0. Each worker's CPU time says how the kernel spread the
-connections. The table shows medians; results go to bench/results/workers.json.
+connections, and their sum per answer what a call cost the proxy. The table shows medians; results go to bench/results/workers.json.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ def measure(workers: int, conns: int, upstream: Upstream, tmp: Path, duration: f
     return run | {
         "answered": answered, "rows": rows, "rows_lost": max(0, answered - rows), "exit_code": code,
         "cpu_s_per_worker": [round(c, 2) for c in cpu],
+        "cpu_us_per_request": round(sum(cpu) / max(1, run["requests"]) * 1e6),
     }
 
 
@@ -87,14 +88,16 @@ def main(argv: list[str] | None = None) -> int:
                 runs[f"{workers}w-{conns}c"].append(run)
                 print(f"round {r + 1}: {workers} worker(s), {conns} connections: {run['rps']:,.0f} req/s, "
                       f"p50 {run['p50_ms']:.1f} ms, p99 {run['p99_ms']:.1f} ms, errors {run['errors']}, "
-                      f"rows lost {run['rows_lost']}, CPU s per worker {run['cpu_s_per_worker']}", flush=True)
+                      f"rows lost {run['rows_lost']}, CPU s per worker {run['cpu_s_per_worker']} "
+                      f"({run['cpu_us_per_request']} µs a request)", flush=True)
         results = {
             "command": "python bench/workers.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "rounds": args.rounds, "duration_s": args.duration, "cpus": os.cpu_count(),
             "pinning": "wrk and the fake upstream on core 1; the proxy unpinned" if PINNING else "none",
             "load_average": os.getloadavg(),
             "legs": {name: {
-                **{key: round(statistics.median(run[key] for run in values), 2) for key in ("rps", "p50_ms", "p99_ms")},
+                **{key: round(statistics.median(run[key] for run in values), 2)
+                   for key in ("rps", "p50_ms", "p99_ms", "cpu_us_per_request")},
                 "errors": sum(run["errors"] for run in values),
                 "rows_lost": sum(run["rows_lost"] for run in values),
                 "cpu_s_per_worker": [run["cpu_s_per_worker"] for run in values],

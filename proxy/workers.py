@@ -146,7 +146,7 @@ class Supervisor:
         try:
             for slot in range(self.count):
                 self._spawn(slot)
-            while self.workers:
+            while self.workers or self.waiting:
                 timeout = min((at - time.monotonic() for at in self.waiting.values()), default=60.0)
                 info = signal.sigtimedwait(WATCHED, max(0.01, timeout))
                 if info is not None and info.si_signo != signal.SIGCHLD:
