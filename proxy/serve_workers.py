@@ -30,6 +30,10 @@ def serve_workers(settings: Settings, count: int, log_level: str) -> int:
 
     from .cli import announce, server_options, tune_garbage_collector
 
+    if not sys.platform.startswith("linux"):  # SO_REUSEPORT spreads connections over sockets on Linux only
+        print("study-query-llm: --workers needs Linux; elsewhere run one `serve` per port behind a load balancer",
+              file=sys.stderr)
+        return 2
     own_metrics_dir = None
     if not settings.metrics_dir:
         own_metrics_dir = tempfile.mkdtemp(prefix="study-query-llm-metrics-")

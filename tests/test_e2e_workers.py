@@ -185,10 +185,11 @@ def test_metrics_are_summed_across_workers_in_a_directory_serve_makes(proxy_fact
     model = f"mock/{unique('summed')}"
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda i: chat(proxy, f"call {i}", model), range(40)))
-    assert {p.name.rsplit("_", 1)[1].split(".")[0] for p in directory.glob("counter_*.db")} >= {str(w) for w in workers}
     deadline = time.monotonic() + 10
     while value(scrape(proxy), "requests_total", model=model, status="200") < 40 and time.monotonic() < deadline:
         time.sleep(0.2)  # each worker writes its counts every second
+    # both workers counted calls, each in files of its own
+    assert {p.name.rsplit("_", 1)[1].split(".")[0] for p in directory.glob("counter_*.db")} >= {str(w) for w in workers}
     for _ in range(6):  # scrapes answered by either worker see the same sums
         samples = scrape(proxy)
         assert value(samples, "requests_total", model=model, status="200") == 40
