@@ -121,9 +121,8 @@ def _reuseport_socket(host: str, port: int) -> socket.socket:
 
 @dataclass
 class Worker:
-    slot: int
-    pid: int
-    started: float
+    slot: int  # its place among the `count`, which its replacement takes
+    started: float  # time.monotonic()
 
 
 class Supervisor:
@@ -155,6 +154,8 @@ class Supervisor:
                 if not self.stopping:
                     self._respawn_due()
         finally:
+            while signal.sigtimedwait(WATCHED, 0) is not None:
+                pass  # a late signal would end this process by its default action, not with our code
             signal.pthread_sigmask(signal.SIG_UNBLOCK, WATCHED)
         return 1 if self.failed else 0
 
@@ -172,7 +173,7 @@ class Supervisor:
             finally:
                 logging.shutdown()
                 os._exit(code)
-        self.workers[pid] = Worker(slot, pid, time.monotonic())
+        self.workers[pid] = Worker(slot, time.monotonic())
         log.info("worker %d started (%d of %d)", pid, slot + 1, self.count)
 
     def _stop(self, reason: str) -> None:
