@@ -8,7 +8,6 @@ then builds its own app and runs it on a socket of its own, exactly as a lone `s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import os
