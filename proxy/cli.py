@@ -138,14 +138,14 @@ def server_options(settings: Settings, log_level: str) -> dict[str, object]:
 
     limits = settings.limits
     capacity = connection_cap(limits.max_connections, raise_open_file_limit())
-    return {
-        "http": protocol_class(limits, capacity),  # header limit, head and body timeouts, the connection cap
-        "timeout_keep_alive": limits.keep_alive_timeout,  # seconds, a float is fine
-        "log_level": log_level,
-        "access_log": False,
-        "proxy_headers": False,  # nothing reads the client's address: no X-Forwarded-* rewriting per request
-        "timeout_graceful_shutdown": 30,
-    }
+    return dict(
+        http=protocol_class(limits, capacity),  # header limit, head and body timeouts, the connection cap
+        timeout_keep_alive=limits.keep_alive_timeout,  # seconds, a float is fine
+        log_level=log_level,
+        access_log=False,
+        proxy_headers=False,  # nothing reads the client's address: no X-Forwarded-* rewriting per request
+        timeout_graceful_shutdown=30,
+    )
 
 
 def _workers_flag(text: str) -> int:

@@ -55,7 +55,7 @@ def test_a_worker_that_fails_to_start_stops_them_all(tmp_path):
     finally:
         timer.cancel()
     assert time.monotonic() - began < 5
-    assert len(started_pids(path)) == 2  # no replacement
+    assert 1 <= len(started_pids(path)) <= 2  # no replacement (the second may be stopped before it notes its pid)
 
 
 def test_a_worker_that_exits_is_replaced_but_no_faster_than_once_a_second(tmp_path):
