@@ -148,6 +148,30 @@ def test_a_killed_worker_is_replaced_and_every_answered_call_keeps_its_row(proxy
     assert not lost, f"{len(lost)} of {len(answered)} answered calls have no row"
 
 
+def gone(pid: int) -> bool:
+    """Exited (reaped, or a zombie waiting for its new parent to reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_workers_drain_by_themselves_when_the_parent_is_killed(proxy_factory):
+    proxy = proxy_factory(extra_args=["--workers", "2"])
+    workers = workers_of(proxy)
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(lambda i: chat(proxy, f"call {i}"), range(40)))
+    proxy.process.kill()
+    proxy.process.wait(10)
+    deadline = time.monotonic() + DRAIN_TIMEOUT
+    while not all(gone(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(gone(pid) for pid in workers), "workers outlived their parent"
+    assert not list((proxy.directory / "log.db.journal").glob("*.jsonl"))  # they wrote their rows and left
+    logged = {row["request_id"] for row in proxy.log.query("SELECT request_id FROM inference_runs")}
+    assert set(ids) <= logged
+
+
 def test_sigterm_drains_every_worker_and_streams_in_flight_complete(proxy_factory, upstream):
     proxy = proxy_factory(env=provider_env(upstream, openai=fake_key("sk-test-openai")), extra_args=["--workers", "2"])
     model = unique("slow-stream")  # 50 chunks, 20 ms apart
