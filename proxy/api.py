@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -140,8 +141,9 @@ class ProxyAPI:
         return JSONResponse(body)
 
     async def healthz(self, request: Request) -> Response:
+        """The log's health, and which process answered (with `--workers`, one of several)."""
         status_code, body = self.recorder.health()
-        return JSONResponse(body, status_code)
+        return JSONResponse(body | {"pid": os.getpid()}, status_code)
 
     async def forward(self, request: Request) -> Response:
         """Any other `/v1/…` call, passed on to the routed provider with a row (proxy/forward.py);

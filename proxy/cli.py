@@ -6,10 +6,15 @@ import argparse
 import gc
 import logging
 import sys
+from typing import TYPE_CHECKING
 
-from .config import ConfigError, load_settings
+from .config import ConfigError, Settings, load_settings, read_environment
 from .exposure import open_bind_refusal
 from .store.engine import display_url
+from .workers import positive_int, worker_count
+
+if TYPE_CHECKING:
+    from .app import ProxyApp
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--allow-open", action="store_true",
         help="serve on a non-loopback address without proxy keys (also $STUDY_ALLOW_OPEN=1)",
+    )
+    serve.add_argument(
+        "--workers", type=_workers_flag, metavar="N",
+        help="worker processes on the one port (default: $WORKERS or 1; docs/deployment.md)",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
@@ -77,10 +86,6 @@ def main(argv: list[str] | None = None) -> int:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .app import create_app
-    from .http_protocol import protocol_class
-    from .limits import connection_cap, raise_open_file_limit
-
     settings = load_settings(
         config_file=args.config,
         host=args.host,
@@ -93,12 +98,28 @@ def serve(args: argparse.Namespace) -> int:
     if refusal:
         print(f"study-query-llm: {refusal}", file=sys.stderr)
         return 2
+    workers = worker_count(args.workers, read_environment().get("WORKERS"))
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s")
     # httpx (the study runner's client) logs every URL it calls at INFO: noise in a server log.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    if workers > 1:
+        from .serve_workers import serve_workers
+
+        return serve_workers(settings, workers, args.log_level)
+    app = announce(settings)
+    tune_garbage_collector()
+    uvicorn.run(app, host=settings.host, port=settings.port, **server_options(settings, args.log_level))
+    return 0
+
+
+def announce(settings: Settings, workers: int = 1) -> ProxyApp:
+    """The app for `settings`, and the lines saying where it serves what."""
+    from .app import create_app
+
     app = create_app(settings)
     base = f"http://{settings.host}:{settings.port}"
-    print(f"Study Query LLM proxy: {base}/v1  (default provider: {settings.default_provider})", flush=True)
+    several = f", {workers} workers" if workers > 1 else ""
+    print(f"Study Query LLM proxy: {base}/v1  (default provider: {settings.default_provider}{several})", flush=True)
     if app.state.ui_copy is not None:
         copy = app.state.ui_copy
         print(f"Datasette UI:          {base}/ui/  (a copy of the log, refreshed every {copy.refresh:g}s: {copy.path})", flush=True)
@@ -107,21 +128,31 @@ def serve(args: argparse.Namespace) -> int:
     if settings.ui:
         print(f"Playground:            {base}/playground/", flush=True)
     print(f"Log:                   {display_url(settings.database_url)}", flush=True)
+    return app
+
+
+def server_options(settings: Settings, log_level: str) -> dict[str, object]:
+    """uvicorn's options for one proxy process (host and port aside): the same for every worker."""
+    from .http_protocol import protocol_class
+    from .limits import connection_cap, raise_open_file_limit
+
     limits = settings.limits
     capacity = connection_cap(limits.max_connections, raise_open_file_limit())
-    tune_garbage_collector()
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
+    return dict(
         http=protocol_class(limits, capacity),  # header limit, head and body timeouts, the connection cap
-        timeout_keep_alive=limits.keep_alive_timeout,  # type: ignore[arg-type]  # seconds, a float is fine
-        log_level=args.log_level,
+        timeout_keep_alive=limits.keep_alive_timeout,  # seconds, a float is fine
+        log_level=log_level,
         access_log=False,
         proxy_headers=False,  # nothing reads the client's address: no X-Forwarded-* rewriting per request
         timeout_graceful_shutdown=30,
     )
-    return 0
+
+
+def _workers_flag(text: str) -> int:
+    try:
+        return positive_int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def tune_garbage_collector() -> None:

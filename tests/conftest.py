@@ -205,8 +205,9 @@ def start_proxy(
     """Start the proxy in `directory` and wait for `/healthz`; fail with its output if it won't."""
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    args = [sys.executable, "-m", "proxy", "serve", "--host", "127.0.0.1", "--port", str(port),
-            "--db", str(directory / "log.db")]
+    args = [sys.executable, "-m", "proxy", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    if "--database-url" not in (extra_args or []):  # a test's own log (PostgreSQL), else log.db here
+        args += ["--db", str(directory / "log.db")]
     if config is not None:
         config_path = directory / "config.toml"
         config_path.write_text(config)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -29,9 +30,10 @@ MAX_LOAD_SECONDS = 8.0
 MAX_CALLS_PER_CONNECTION = 2_000  # a bound on the loop, far above what 1.5 s allows
 
 
-def load_then_kill(proxy: ProxyServer) -> tuple[list[str], int]:
+def load_then_kill(proxy: ProxyServer, interrupt: Callable[[list[str]], None] | None = None) -> tuple[list[str], int]:
     """Call the proxy from 32 threads, SIGKILL it mid-load; the ids of the calls answered whole,
-    and how many of them were streams."""
+    and how many of them were streams. `interrupt` (given the ids answered so far, a list that
+    keeps growing) does something else mid-load instead, and returns once the process has exited."""
     answered: list[str] = []
     streams = [0]
     lock = threading.Lock()
@@ -64,8 +66,11 @@ def load_then_kill(proxy: ProxyServer) -> tuple[list[str], int]:
         time.sleep(0.1)
         if time.monotonic() - began >= LOAD_SECONDS and len(answered) >= ENOUGH:
             break
-    proxy.process.kill()
-    proxy.process.wait(10)
+    if interrupt is None:
+        proxy.process.kill()
+        proxy.process.wait(10)
+    else:
+        interrupt(answered)
     stop.set()
     for thread in threads:
         thread.join(15)

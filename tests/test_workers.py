@@ -1,0 +1,87 @@
+"""`proxy.workers.Supervisor` with stand-in workers: what it does when a worker ends by itself.
+
+The workers are forks of the test process that write their pid to a file and sleep or exit;
+the stop signal goes to the main thread only (`pthread_kill`), where the supervisor waits for it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from proxy.workers import STARTUP_FAILURE, Supervisor, worker_count
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def started_pids(path: Path) -> list[int]:
+    return [int(line) for line in path.read_text().split()] if path.exists() else []
+
+
+def stand_in(path: Path, exit_code: int | None):
+    """A worker that notes its pid, then exits with `exit_code` at once (None: waits for SIGTERM)."""
+
+    def target(first: bool) -> int:
+        with open(path, "a") as file:
+            file.write(f"{os.getpid()}\n")
+        if exit_code is not None:
+            return exit_code
+        signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+        while True:
+            time.sleep(1)
+
+    return target
+
+
+def stop_later(seconds: float) -> threading.Timer:
+    main = threading.main_thread().ident
+    assert main is not None
+    timer = threading.Timer(seconds, signal.pthread_kill, (main, signal.SIGTERM))
+    timer.start()
+    return timer
+
+
+def test_a_worker_that_fails_to_start_stops_them_all(tmp_path):
+    path = tmp_path / "pids"
+    timer = stop_later(10)  # a safety net only: the supervisor must return by itself long before
+    try:
+        began = time.monotonic()
+        assert Supervisor(2, stand_in(path, STARTUP_FAILURE)).run() == 1
+    finally:
+        timer.cancel()
+    assert time.monotonic() - began < 5
+    assert 1 <= len(started_pids(path)) <= 2  # no replacement (the second may be stopped before it notes its pid)
+
+
+def test_a_worker_that_exits_is_replaced_but_no_faster_than_once_a_second(tmp_path):
+    path = tmp_path / "pids"
+    timer = stop_later(2.5)
+    try:
+        assert Supervisor(1, stand_in(path, 0)).run() == 0
+    finally:
+        timer.cancel()
+    assert 2 <= len(started_pids(path)) <= 4, started_pids(path)
+
+
+def test_sigterm_stops_every_worker_and_returns_0(tmp_path):
+    path = tmp_path / "pids"
+    timer = stop_later(1.0)
+    try:
+        assert Supervisor(3, stand_in(path, None)).run() == 0
+    finally:
+        timer.cancel()
+    pids = started_pids(path)
+    assert len(pids) == 3
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # gone, and reaped
+
+
+@pytest.mark.parametrize(("flag", "env", "expected"), [(None, None, 1), (None, " ", 1), (None, "4", 4), (2, "4", 2)])
+def test_the_flag_wins_over_the_variable(flag, env, expected):
+    assert worker_count(flag, env) == expected
