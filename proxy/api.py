@@ -179,9 +179,13 @@ class ProxyAPI:
             return await work(headers, options)
         except ProxyError as exc:
             return self.fail(record, exc)
-        except asyncio.CancelledError:  # the server's grace period ran out: the row still counts
-            self.fail(record, ProxyError(503, SHUT_DOWN, type="server_error", code="shutdown"))
-            raise
+        except asyncio.CancelledError:
+            # The server's shutdown grace ran out: the call is cut, with a row and an answer that
+            # say so (no response has started: a started one is a stream, which ends itself).
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            return self.fail(record, ProxyError(503, SHUT_DOWN, type="server_error", code="shutdown"))
         except Exception:
             return self.fail(record, _internal_error(record))
 

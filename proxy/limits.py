@@ -1,8 +1,9 @@
 """What one client may cost the server: header bytes, waiting time, connections, JSON depth.
 
 These are the `[server]` settings that protect the process from hostile and slow clients
-(the body size limit, `max_body_bytes`, is older and lives in `Settings` itself). The HTTP
-layer (proxy/http_protocol.py) applies the first four, the request handlers the last.
+(the body size limit, `max_body_bytes`, is older and lives in `Settings` itself), and how long
+a stopping server waits for them. The HTTP layer (proxy/http_protocol.py) applies the first
+four, the request handlers the depth, uvicorn the shutdown grace.
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ class ClientLimits:
     keep_alive_timeout: float = 20.0  # an idle keep-alive connection is closed after this
     max_connections: int = 0  # 0: derived from the open-file limit (connection_cap)
     max_json_depth: int = 128  # nesting of a JSON body or X-Study-Metadata; deeper → 400
+    shutdown_grace: float = 30.0  # after SIGTERM, how long calls in flight may take before they are cut (503)
 
     def check(self) -> str | None:
         """What is wrong with these values, for a configuration error; None when they are usable."""
-        for name in ("max_header_bytes", "header_timeout", "body_timeout", "keep_alive_timeout"):
+        for name in ("max_header_bytes", "header_timeout", "body_timeout", "keep_alive_timeout", "shutdown_grace"):
             if getattr(self, name) <= 0:
                 return f"[server] {name} must be positive"
         if self.max_connections < 0:

@@ -101,3 +101,31 @@ def test_sigterm_in_a_burst_exits_in_time_and_keeps_every_answered_row(proxy_fac
         assert row["stream"] == 1 and row["error"] is None and row["response"], dict(row)
     print(f"{len(ok)} answered, {len(refused)} refused, {len(rows)} rows; "
           f"exit {exited - signalled:.2f}s after SIGTERM, burst {exited - began:.1f}s")
+
+
+def test_a_call_still_waiting_when_the_grace_runs_out_is_answered_503(proxy_factory, fake_upstream_server):
+    """`[server] shutdown_grace`: past it, a call waiting for its upstream gets a 503 in OpenAI's
+    shape (not uvicorn's plain 500), and its row says the same."""
+    proxy = proxy_factory(env=provider_env(fake_upstream_server, openai=fake_key("sk-test-openai")),
+                          config="[server]\nshutdown_grace = 1.0\n")
+    answers: list[httpx.Response] = []
+    thread = threading.Thread(target=lambda: answers.append(httpx.post(
+        proxy.v1 + "/chat/completions", timeout=30,
+        json={"model": unique("hang"), "messages": [{"role": "user", "content": "wait"}]},
+    )))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not fake_upstream_server.requests and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert fake_upstream_server.requests, "the call never reached the upstream"
+    signalled = time.monotonic()
+    proxy.process.send_signal(signal.SIGTERM)
+    thread.join(20)
+    proxy.process.wait(20)
+    assert time.monotonic() - signalled < 10
+    (answer,) = answers
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"]["code"] == "shutdown"
+    row = proxy.log.row(answer.headers["x-study-request-id"])
+    assert (row["status_code"], row["error"]) == (503, "the proxy shut down before the answer was complete")
+    proxy.stop_ok()
