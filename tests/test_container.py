@@ -83,11 +83,13 @@ def cleanup() -> Iterator[list[str]]:
             docker("rm", "-f", "-v", name, check=False)
 
 
-def run_proxy(image: str, volume: str, cleanup: list[str]) -> tuple[str, str]:
-    """A detached container on `volume`, published on 127.0.0.1 only; returns (id, base URL)."""
+def run_proxy(image: str, volume: str, cleanup: list[str], *env: str) -> tuple[str, str]:
+    """A detached container on `volume` with `env` (NAME=value), published on 127.0.0.1 only;
+    returns (id, base URL)."""
     port = free_port()
+    options = [arg for item in env for arg in ("--env", item)]
     container = docker("run", "--detach", "--health-interval", "1s", "--publish", f"127.0.0.1:{port}:8000",
-                       "--volume", f"{volume}:/data", image).stdout.strip()
+                       "--volume", f"{volume}:/data", *options, image).stdout.strip()
     cleanup.append(container)
     wait_healthy(container)
     return container, f"http://127.0.0.1:{port}"
@@ -121,6 +123,26 @@ def stop(container: str) -> tuple[float, dict[str, str]]:
     took = time.monotonic() - began
     fields = docker("inspect", "--format", "{{.State.ExitCode}} {{.State.OOMKilled}}", container).stdout.split()
     return took, dict(zip(("exit_code", "oom_killed"), fields))
+
+
+def stop_cleanly(container: str) -> None:
+    """`docker stop`, which must end the container with exit code 0, in time, without a traceback.
+
+    Exit 0 is the clean end: uvicorn drains, then re-raises SIGTERM at itself, which PID 1 in a
+    container ignores, so the process returns normally. 137 would be Docker's SIGKILL."""
+    took, state = stop(container)
+    logs = docker("logs", container)
+    assert state == {"exit_code": "0", "oom_killed": "false"}, (state, logs.stdout, logs.stderr)
+    assert took < DOCKER_STOP_TIMEOUT, f"docker stop took {took:.1f}s"
+    assert "Traceback" not in logs.stdout + logs.stderr, logs.stderr
+    print(f"docker stop: {took:.2f}s, exit code {state['exit_code']}")
+
+
+def logged_request_ids(base: str) -> set[str]:
+    """Every request id in the log of the proxy at `base`, read through its Datasette."""
+    rows = httpx.get(f"{base}/ui/log/inference_runs.json", timeout=20,
+                     params={"_shape": "array", "_col": ["request_id"], "_size": "max"}).json()
+    return {row["request_id"] for row in rows}
 
 
 def test_image_is_configured_as_documented(image: str) -> None:
@@ -157,21 +179,26 @@ def test_container_serves_unprivileged_stops_cleanly_and_keeps_its_log_in_the_vo
     assert httpx.get(f"{base}/ui/", timeout=20).status_code == 200
     assert docker("exec", first, "id", "-u").stdout.strip() == "10001"
 
-    took, state = stop(first)
-    logs = docker("logs", first)
-    # Exit 0 is the clean end: uvicorn drains, then re-raises SIGTERM at itself, which PID 1 in
-    # a container ignores, so the process returns normally. 137 would be Docker's SIGKILL.
-    assert state == {"exit_code": "0", "oom_killed": "false"}, (state, logs.stdout, logs.stderr)
-    assert took < DOCKER_STOP_TIMEOUT, f"docker stop took {took:.1f}s"
-    assert "Traceback" not in logs.stdout + logs.stderr, logs.stderr
-    print(f"docker stop: {took:.2f}s, exit code {state['exit_code']}")
-
+    stop_cleanly(first)
     second, base = run_proxy(image, volume, cleanup)
-    rows = httpx.get(f"{base}/ui/log/inference_runs.json", timeout=20,
-                     params={"_shape": "array", "_col": ["request_id", "prompt"], "_size": "max"}).json()
-    assert {row["request_id"] for row in rows} >= set(request_ids), rows
+    assert logged_request_ids(base) >= set(request_ids)
     owner = docker("exec", second, "stat", "-c", "%u", "/data/study_query_llm.db").stdout.strip()
     assert owner == "10001"
+
+
+def test_workers_in_a_container_share_the_port_and_stop_cleanly(image: str, cleanup: list[str]) -> None:
+    """`WORKERS=2` with the supervisor as PID 1: both workers answer, `docker stop` drains them
+    within Docker's default timeout, and every answered call is in the log."""
+    volume = f"study-query-llm-test-{uuid.uuid4().hex[:12]}"
+    cleanup.append(f"volume:{volume}")
+    container, base = run_proxy(image, volume, cleanup, "WORKERS=2")
+    request_ids = [chat(base, f"worker call {i}") for i in range(20)]
+    pids = {httpx.get(f"{base}/healthz", timeout=20).json()["pid"] for _ in range(40)}  # a new connection each
+    assert len(pids) == 2, pids
+
+    stop_cleanly(container)
+    _, base = run_proxy(image, volume, cleanup)
+    assert logged_request_ids(base) >= set(request_ids)
 
 
 def test_compose_runs_the_proxy_on_loopback_with_its_volume(image: str, tmp_path: Path) -> None:
