@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from conftest import ProxyServer, fake_key, minimal_env, provider_env, sse_data, unique
-from redis_helpers import REDIS_URL, needs_redis, redis_config, redis_prefix  # noqa: F401
+from redis_helpers import REDIS_URL, needs_redis, prefixed_keys, redis_config, redis_prefix  # noqa: F401
 from test_e2e_kill import load_then_kill
 from test_e2e_metrics import scrape, value
 from test_postgres import POSTGRES_URL, postgres_listening
@@ -233,6 +233,28 @@ def test_identical_calls_to_different_workers_make_one_upstream_call_through_red
     assert [r.status_code for r in responses] == [200] * 8
     assert [r.headers.get("x-study-cache") for r in responses].count("dedup") == 7
     time.sleep(0.3)
+    assert upstream.count(model) == 1
+    stop_cleanly(proxy)
+
+
+@needs_redis
+def test_an_answer_cached_by_one_worker_is_a_hit_on_every_worker_through_redis(proxy_factory, upstream, redis_prefix):
+    """Twelve calls after the first, each on a connection of its own: with the cache in each
+    worker's memory, the other worker would ask upstream again (all twelve landing on the first
+    one's worker has a chance of 1 in 4,096)."""
+    env = provider_env(upstream, openai=fake_key("sk-test-openai"), REDIS_URL=REDIS_URL)
+    proxy = proxy_factory(env=env, config=redis_config(redis_prefix), extra_args=["--workers", "2"])
+    model = unique("cached")
+    body = {"model": model, "messages": [{"role": "user", "content": "cache me once"}]}
+    on = {"X-Study-Cache": "on"}
+    first = httpx.post(proxy.v1 + "/chat/completions", json=body, headers=on, timeout=15)
+    assert first.headers["x-study-cache"] == "miss"
+    deadline = time.monotonic() + 5
+    while not any(b":cache:" in key for key in prefixed_keys(redis_prefix)) and time.monotonic() < deadline:
+        time.sleep(0.02)  # the entry is written in the background
+    later = [httpx.post(proxy.v1 + "/chat/completions", json=body, headers=on, timeout=15) for _ in range(12)]
+    assert [r.headers["x-study-cache"] for r in later] == ["hit"] * 12
+    assert all(r.json() == first.json() for r in later)
     assert upstream.count(model) == 1
     stop_cleanly(proxy)
 
