@@ -13,7 +13,17 @@ import pytest
 from openai import OpenAI
 
 from conftest import assert_error_shape, fake_key, provider_env
-from provider_setup import ALICE_KEY, AZURE_KEY, LOCAL_KEY, OPENAI_KEY, clients, dead_provider, local_provider, sdk_client
+from provider_setup import (
+    ALICE_KEY,
+    AZURE_KEY,
+    LOCAL_KEY,
+    OPENAI_KEY,
+    clients,
+    dead_provider,
+    local_provider,
+    sdk_client,
+    secrets_written,
+)
 
 COOKIE_SECRET = fake_key("cookie-secret")
 SECRETS = (OPENAI_KEY, AZURE_KEY, LOCAL_KEY, ALICE_KEY, COOKIE_SECRET)
@@ -83,10 +93,5 @@ def check_refused(proxy, upstream, response, status, code, endpoint=None):
 def assert_no_key_written(proxy) -> None:
     """No secret in any file the proxy wrote (the log, its WAL and journal, its output); no traceback."""
     proxy.log.wait_count(1)
-    written = proxy.output().encode()
-    for path in proxy.directory.iterdir():
-        if path.is_file():
-            written += path.read_bytes()
-    for secret in SECRETS:
-        assert secret.encode() not in written
+    assert secrets_written(proxy, SECRETS) == []
     assert "Traceback" not in proxy.output()

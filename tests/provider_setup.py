@@ -1,8 +1,11 @@
 """What the end-to-end modules with several providers share: a fake key per provider, the
 configuration of the `local` and `dead` providers and of proxy clients, the environment that
-points the built-in providers at the fake upstream, and an SDK client that does not retry."""
+points the built-in providers at the fake upstream, an SDK client that does not retry, and the
+search for secrets in what the proxy wrote."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from openai import OpenAI
 
@@ -41,3 +44,16 @@ def every_provider_env(upstream: FakeUpstream, **extra: str) -> dict[str, str]:
 def sdk_client(server: ProxyServer, api_key: str) -> OpenAI:
     """The openai SDK at `server` with no retries of its own: what a test sees is what the proxy did."""
     return OpenAI(base_url=server.v1, api_key=api_key, max_retries=0, timeout=10)
+
+
+def secrets_written(server: ProxyServer, secrets: Iterable[str]) -> list[str]:
+    """Each secret found in a file the proxy wrote (the log with its WAL and journal, its output;
+    not the config.toml the test gave it), as `<kind> in <file>`: the fake key's kind, not the key."""
+    secrets = tuple(secrets)
+    found = []
+    for path in sorted(server.directory.rglob("*")):
+        if path.is_file() and path.name != "config.toml":
+            data = path.read_bytes()
+            where = path.relative_to(server.directory)
+            found += [f"{secret.rsplit('-', 1)[0]} in {where}" for secret in secrets if secret.encode() in data]
+    return found
