@@ -13,13 +13,11 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from conftest import fake_key, free_port, provider_env
+from conftest import fake_key, provider_env
+from fake_answers import chat_answer
+from provider_setup import HYPERBOLIC_KEY, OPENAI_KEY, dead_provider
 
-OPENAI_KEY = fake_key("sk-test-openai")
-HYPERBOLIC_KEY = fake_key("hyp-test")
 CLIENT_KEY = fake_key("sk-test-client")
-#: Nothing listens here: a provider pointed at it fails to connect.
-DEAD_PORT = free_port()
 MAX_ATTEMPTS = 3
 
 CONFIG = f"""
@@ -35,10 +33,6 @@ connect = 1
 first_byte = 1
 stream_idle = 1
 
-[providers.dead]
-base_url = "http://127.0.0.1:{DEAD_PORT}/v1"
-no_key = true
-
 [aliases]
 smart = ["openai/fail-503-smart", "hyperbolic/ok-model"]
 strict = ["openai/fail-400-strict", "hyperbolic/ok-model"]
@@ -50,7 +44,7 @@ doomed = ["openai/fail-503-doomed", "hyperbolic/fail-503-doomed"]
 @pytest.fixture(scope="module")
 def proxy(module_proxy_factory, fake_upstream_server):
     env = provider_env(fake_upstream_server, openai=OPENAI_KEY, hyperbolic=HYPERBOLIC_KEY)
-    return module_proxy_factory(env=env, config=CONFIG)
+    return module_proxy_factory(env=env, config=CONFIG + dead_provider())
 
 
 @pytest.fixture
@@ -67,6 +61,17 @@ def sdk(proxy) -> OpenAI:
 
 def ask(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
+
+
+def answered(client: OpenAI, model: str, text: str, attempts: int | None = None):
+    """Ask `model` through the proxy and check the whole answer came back (after `attempts`
+    upstream attempts, when given); the raw response, for its headers."""
+    raw = client.chat.completions.with_raw_response.create(model=model, messages=ask(text))
+    assert raw.status_code == 200
+    assert raw.parse().choices[0].message.content == chat_answer(text)
+    if attempts is not None:
+        assert raw.headers["x-study-attempts"] == str(attempts)
+    return raw
 
 
 def post(proxy, model: str, text: str = "hello", headers: dict[str, str] | None = None, **body) -> httpx.Response:

@@ -17,16 +17,8 @@ import pytest
 from conftest import sse_data, unique
 from fake_answers import chat_answer
 from fake_failures import stalled_text
-from resilience_setup import (  # noqa: F401
-    CLIENT_KEY,
-    MAX_ATTEMPTS,
-    assert_attempt_rows,
-    ask,
-    client,
-    proxy,
-    sdk,
-    settle,
-)
+from resilience_setup import CLIENT_KEY, MAX_ATTEMPTS, answered, ask, assert_attempt_rows, settle
+from resilience_setup import client, proxy, sdk  # noqa: F401  (the module's fixtures)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -37,11 +29,8 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def test_fallback_to_the_next_route_after_retryable_failures(proxy, client, upstream):
-    raw = client.chat.completions.with_raw_response.create(model="smart", messages=ask("fall back"))
-    assert raw.status_code == 200
-    assert raw.parse().choices[0].message.content == chat_answer("fall back")
+    raw = answered(client, "smart", "fall back", attempts=MAX_ATTEMPTS + 1)
     assert raw.headers["x-study-provider"] == "hyperbolic"
-    assert raw.headers["x-study-attempts"] == str(MAX_ATTEMPTS + 1)
 
     assert settle(upstream, "fail-503-smart", MAX_ATTEMPTS) == MAX_ATTEMPTS
     assert all(r.path == "/v1/chat/completions" for r in upstream.calls("fail-503-smart"))
@@ -71,9 +60,7 @@ def test_no_fallback_after_a_non_retryable_400(proxy, client, upstream):
 
 
 def test_fallback_from_an_unreachable_route(proxy, client, upstream):
-    raw = client.chat.completions.with_raw_response.create(model="rescue", messages=ask("rescue me"))
-    assert raw.status_code == 200
-    assert raw.parse().choices[0].message.content == chat_answer("rescue me")
+    raw = answered(client, "rescue", "rescue me")
     assert raw.headers["x-study-provider"] == "openai"
     request_id = raw.headers["x-study-request-id"]
     row = proxy.log.wait_row(request_id)
