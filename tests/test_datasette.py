@@ -19,7 +19,8 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from analytics.datasette import DATABASE_NAME, ReadOnlyError, create_datasette, load_metadata
-from datasette_fixtures import CANNED, anyio_backend, ds, get_json, log_path, run_row  # noqa: F401
+from datasette_fixtures import CANNED, get_json, run_row
+from datasette_fixtures import anyio_backend, ds, log_path  # noqa: F401  (the fixtures)
 from proxy.store import Store
 from proxy.store.schema import attempts as attempts_table
 from proxy.store.schema import inference_runs as runs_table

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from analytics.datasette import INVALID_SINCE, load_metadata, since_utc
-from datasette_fixtures import DAY1, DAY2, ads, anyio_backend, ds, get_json, log_path  # noqa: F401
+from datasette_fixtures import DAY1, DAY2, get_json
+from datasette_fixtures import ads, anyio_backend, ds, log_path  # noqa: F401  (the fixtures)
 
 pytestmark = pytest.mark.anyio
 

@@ -11,20 +11,8 @@ from typing import Any
 import pytest
 
 from analytics.datasette import DATABASE_NAME, create_datasette, load_metadata
-from datasette_fixtures import (  # noqa: F401
-    CANNED,
-    LATENCIES,
-    WINDOWED,
-    DAY1,
-    DAY2,
-    ads,
-    anyio_backend,
-    ds,
-    get_json,
-    log_path,
-    run_row,
-    write_log,
-)
+from datasette_fixtures import CANNED, DAY1, DAY2, LATENCIES, WINDOWED, get_json, run_row, write_log
+from datasette_fixtures import ads, anyio_backend, ds, log_path  # noqa: F401  (the fixtures)
 
 pytestmark = pytest.mark.anyio
 

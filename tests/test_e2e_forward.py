@@ -18,7 +18,8 @@ from openai import OpenAI
 
 from conftest import assert_error_shape, loads, unique
 from fake_endpoints import SPEECH, transcription_text
-from forward_setup import assert_no_key_written, assert_operator_auth, attempts_of, client, http, proxy, row_of  # noqa: F401
+from forward_setup import assert_no_key_written, assert_operator_auth, attempts_of, row_of
+from forward_setup import client, http, proxy  # noqa: F401  (the module's fixtures)
 from provider_setup import ALICE_KEY, AZURE_KEY, LOCAL_KEY, sdk_client
 
 pytestmark = pytest.mark.timeout(60)

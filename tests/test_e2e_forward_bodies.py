@@ -15,15 +15,8 @@ import httpx
 import pytest
 
 from conftest import assert_error_shape, loads
-from forward_setup import (  # noqa: F401
-    COOKIE_SECRET,
-    LIMIT,
-    assert_no_key_written,
-    assert_operator_auth,
-    check_refused,
-    http,
-    proxy,
-)
+from forward_setup import COOKIE_SECRET, LIMIT, assert_no_key_written, assert_operator_auth, check_refused
+from forward_setup import http, proxy  # noqa: F401  (the module's fixtures)
 from provider_setup import ALICE_KEY
 
 from proxy.bodies import LOG_CAP

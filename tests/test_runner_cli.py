@@ -16,7 +16,8 @@ import pytest
 
 from analytics import runner
 from conftest import Log, fake_key, free_port, minimal_env, provider_env, unique
-from study_runs import PROMPTS, clean_env, expected_keys, keys, study_rows, write_jsonl  # noqa: F401
+from study_runs import PROMPTS, expected_keys, keys, study_rows, write_jsonl
+from study_runs import clean_env  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,7 +11,8 @@ import pytest
 from analytics import plan, runner
 from analytics.plan import metadata_header, parse_params, plan_calls
 from analytics.prompts import StudyError, load_prompts
-from study_runs import PROMPTS, clean_env, write_jsonl  # noqa: F401
+from study_runs import PROMPTS, write_jsonl
+from study_runs import clean_env  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.timeout(60)
 
