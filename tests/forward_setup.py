@@ -13,17 +13,8 @@ import pytest
 from openai import OpenAI
 
 from conftest import assert_error_shape, fake_key, provider_env
-from provider_setup import (
-    ALICE_KEY,
-    AZURE_KEY,
-    LOCAL_KEY,
-    OPENAI_KEY,
-    clients,
-    dead_provider,
-    local_provider,
-    sdk_client,
-    secrets_written,
-)
+from provider_setup import ALICE_KEY, AZURE_KEY, LOCAL_KEY, OPENAI_KEY
+from provider_setup import clients, dead_provider, local_provider, sdk_client, secrets_written
 
 COOKIE_SECRET = fake_key("cookie-secret")
 SECRETS = (OPENAI_KEY, AZURE_KEY, LOCAL_KEY, ALICE_KEY, COOKIE_SECRET)

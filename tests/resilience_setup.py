@@ -79,6 +79,13 @@ def post(proxy, model: str, text: str = "hello", headers: dict[str, str] | None 
                       headers={"Authorization": f"Bearer {CLIENT_KEY}", **(headers or {})}, timeout=15)
 
 
+def timed_post(proxy, model: str, **options) -> tuple[httpx.Response, float]:
+    """`post`, and the seconds the answer took."""
+    began = time.monotonic()
+    response = post(proxy, model, **options)
+    return response, time.monotonic() - began
+
+
 def settle(upstream, model: str, expected: int) -> int:
     """The number of upstream calls for `model` once nothing more arrives (catches late extra retries)."""
     upstream.wait_count(expected, model, timeout=5)

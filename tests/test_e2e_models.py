@@ -18,18 +18,8 @@ from openai import AzureOpenAI, OpenAI
 
 from conftest import assert_error_shape, fake_key
 from fake_endpoints import HANGING_MODELS_PREFIX, MODELS
-from provider_setup import (
-    ALICE_KEY,
-    AZURE_KEY,
-    HYPERBOLIC_KEY,
-    LOCAL_KEY,
-    OPENAI_KEY,
-    clients,
-    every_provider_env,
-    local_provider,
-    sdk_client,
-    secrets_written,
-)
+from provider_setup import ALICE_KEY, AZURE_KEY, HYPERBOLIC_KEY, LOCAL_KEY, OPENAI_KEY
+from provider_setup import clients, every_provider_env, local_provider, sdk_client, secrets_written
 
 from proxy.models import FETCH_TIMEOUT
 

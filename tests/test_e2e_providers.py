@@ -16,16 +16,8 @@ from openai import AzureOpenAI, OpenAI
 from conftest import assert_error_shape, fake_key, loads, provider_env
 from fake_answers import chat_answer
 from fake_endpoints import MODELS, VECTOR
-from provider_setup import (
-    AZURE_KEY,
-    HYPERBOLIC_KEY,
-    LOCAL_KEY,
-    OPENAI_KEY,
-    dead_provider,
-    every_provider_env,
-    local_provider,
-    sdk_client,
-)
+from provider_setup import AZURE_KEY, HYPERBOLIC_KEY, LOCAL_KEY, OPENAI_KEY
+from provider_setup import dead_provider, every_provider_env, local_provider, sdk_client
 
 pytestmark = pytest.mark.timeout(60)
 

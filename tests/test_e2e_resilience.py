@@ -17,7 +17,7 @@ import pytest
 from conftest import assert_error_shape, provider_env, unique
 from fake_answers import chat_answer
 from fake_failures import RETRY_AFTER_DATE_SECONDS, RETRY_AFTER_MS
-from resilience_setup import MAX_ATTEMPTS, OPENAI_KEY, answered, ask, assert_attempt_rows, post, settle
+from resilience_setup import MAX_ATTEMPTS, OPENAI_KEY, answered, ask, assert_attempt_rows, post, settle, timed_post
 from resilience_setup import client, proxy, sdk  # noqa: F401  (the module's fixtures)
 
 pytestmark = pytest.mark.timeout(60)
@@ -175,9 +175,7 @@ def test_connect_error_answers_502_after_bounded_attempts(proxy, sdk):
 
 def test_hanging_upstream_answers_504_after_the_first_byte_timeout(proxy, upstream):
     model = unique("hang")
-    began = time.monotonic()
-    response = post(proxy, model, headers={"X-Study-Retries": "0"})
-    elapsed = time.monotonic() - began
+    response, elapsed = timed_post(proxy, model, headers={"X-Study-Retries": "0"})
     assert response.status_code == 504, response.text
     assert_error_shape(response.json())
     assert 0.9 <= elapsed < 4, f"answered after {elapsed:.1f}s with first_byte = 1"
@@ -191,9 +189,7 @@ def test_hanging_upstream_answers_504_after_the_first_byte_timeout(proxy, upstre
 
 def test_first_byte_timeout_is_retried(proxy, upstream):
     model = unique("hang")
-    began = time.monotonic()
-    response = post(proxy, model, headers={"X-Study-Retries": "1"})
-    elapsed = time.monotonic() - began
+    response, elapsed = timed_post(proxy, model, headers={"X-Study-Retries": "1"})
     assert response.status_code == 504, response.text
     assert response.headers["x-should-retry"] == "false"
     assert response.headers["x-study-attempts"] == "2"
@@ -218,9 +214,7 @@ first_byte = 30
 
     # A hanging upstream: the 1.5 s deadline answers, not the 30 s first-byte timeout.
     model = unique("hang")
-    began = time.monotonic()
-    response = post(proxy, model)
-    elapsed = time.monotonic() - began
+    response, elapsed = timed_post(proxy, model)
     assert response.status_code == 504, response.text
     assert_error_shape(response.json())
     assert 1.3 <= elapsed < 5, f"the 1.5 s deadline answered after {elapsed:.1f}s"

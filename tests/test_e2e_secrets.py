@@ -15,18 +15,8 @@ from openai import AzureOpenAI, OpenAI
 
 from conftest import assert_error_shape, fake_key, loads
 from fake_answers import chat_answer
-from provider_setup import (
-    ALICE_KEY,
-    AZURE_KEY,
-    HYPERBOLIC_KEY,
-    LOCAL_KEY,
-    OPENAI_KEY,
-    clients,
-    every_provider_env,
-    local_provider,
-    sdk_client,
-    secrets_written,
-)
+from provider_setup import ALICE_KEY, AZURE_KEY, HYPERBOLIC_KEY, LOCAL_KEY, OPENAI_KEY
+from provider_setup import clients, every_provider_env, local_provider, sdk_client, secrets_written
 
 pytestmark = pytest.mark.timeout(90)
 
