@@ -52,4 +52,3 @@ def keys(rows: list[dict]) -> Counter:
 
 def expected_keys(items: int, models: list[str], repeats: int) -> set:
     return {(i, m, r) for i in range(items) for m in models for r in range(repeats)}
-

@@ -128,4 +128,3 @@ def test_unreachable_proxy_stops_the_run(clean_env: Path, capsys: pytest.Capture
     code = runner.main(["p.jsonl", "--models", "m", "--base-url", f"http://127.0.0.1:{free_port()}/v1"])
     err = capsys.readouterr().err
     assert code == 1 and "cannot reach the proxy at http://127.0.0.1:" in err and "Traceback" not in err
-

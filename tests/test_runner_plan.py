@@ -119,4 +119,3 @@ def test_metadata_header_is_ascii_json_and_stays_small(tmp_path: Path) -> None:
     assert meta == {"study": "s1", "run": "run1", "item": 0, "repeat": 0, "input_hash": call.input_hash,
                     "lang": "français", "after": 1, "omitted_fields": ["item", "long"]}
     assert omitted == ["item", "long"]
-

@@ -257,4 +257,3 @@ def test_an_empty_log(tmp_path: Path) -> None:
     with Study(f"sqlite:///{tmp_path / 'empty.db'}") as log:
         assert log.provider_comparison().empty and log.time_series().empty and log.load_runs().empty
         assert log.summary()["calls"] == 0 and log.compare_answers("x").empty and log.search("x").empty
-
