@@ -8,6 +8,7 @@ Headings inside fenced code blocks are not headings. Links inside code are not l
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -26,9 +27,9 @@ def slug(heading: str) -> str:
     return text.replace(" ", "-")
 
 
-def _prose_lines(text: str) -> list[tuple[int, str]]:
-    """(line number, line) outside fenced code blocks, with inline code spans blanked out."""
-    lines, fence = [], None
+def _outside_fences(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) of the lines outside fenced code blocks."""
+    fence = None
     for number, line in enumerate(text.splitlines(), 1):
         stripped = line.lstrip()
         if fence is None and stripped.startswith(("```", "~~~")):
@@ -38,23 +39,18 @@ def _prose_lines(text: str) -> list[tuple[int, str]]:
             if stripped.startswith(fence):
                 fence = None
             continue
-        lines.append((number, re.sub(r"`+[^`]*`+", lambda m: " " * len(m.group()), line)))
-    return lines
+        yield number, line
+
+
+def _prose_lines(text: str) -> list[tuple[int, str]]:
+    """(line number, line) outside fenced code blocks, with inline code spans blanked out."""
+    return [(number, re.sub(r"`+[^`]*`+", lambda m: " " * len(m.group()), line)) for number, line in _outside_fences(text)]
 
 
 def anchors(path: Path) -> set[str]:
     found, seen = set(), {}
     text = path.read_text(encoding="utf-8")
-    fence = None
-    for line in text.splitlines():  # headings keep their inline code: GitHub slugs its text
-        stripped = line.lstrip()
-        if fence is None and stripped.startswith(("```", "~~~")):
-            fence = stripped[:3]
-            continue
-        if fence is not None:
-            if stripped.startswith(fence):
-                fence = None
-            continue
+    for _, line in _outside_fences(text):  # headings keep their inline code: GitHub slugs its text
         if match := HEADING.match(line):
             base = slug(match.group(2))
             count = seen.get(base, 0)

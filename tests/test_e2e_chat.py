@@ -41,6 +41,17 @@ def assert_upstream_auth(recorded) -> None:
     assert CLIENT_KEY.encode() not in recorded.raw_body
 
 
+def forwarded(proxy, upstream, raw, path: str):
+    """The one request the fake upstream got, checked to be OpenAI's `/v1/<path>` with the operator's
+    key, and the row of the call, checked to name the provider `openai`."""
+    sent = upstream.only()
+    assert sent.path == f"/v1/{path}"
+    assert_upstream_auth(sent)
+    row = proxy.log.wait_row(raw.headers["x-study-request-id"])
+    assert row["provider"] == "openai"
+    return sent, row
+
+
 def test_chat_completion_round_trip_and_every_row_field(proxy, client, upstream):
     messages = [
         {"role": "system", "content": "Be brief."},
@@ -139,11 +150,8 @@ def test_explicit_openai_prefix_sends_the_rest_as_upstream_model(proxy, client, 
         model="openai/gpt-4o", messages=[{"role": "user", "content": "prefixed"}]
     )
     assert raw.parse().choices[0].message.content == chat_answer("prefixed")
-    sent = upstream.only()
-    assert sent.path == "/v1/chat/completions"
+    sent, row = forwarded(proxy, upstream, raw, "chat/completions")
     assert sent.json["model"] == "gpt-4o"
-    assert_upstream_auth(sent)
-    row = proxy.log.wait_row(raw.headers["x-study-request-id"])
     assert (row["provider"], row["model"], row["upstream_model"]) == ("openai", "openai/gpt-4o", "gpt-4o")
 
 
@@ -278,14 +286,10 @@ def test_legacy_completions(proxy, client, upstream):
     raw = client.completions.with_raw_response.create(model="gpt-3.5-turbo-instruct", prompt="Say this is a test")
     answer = raw.parse()
     assert answer.choices[0].text == completion_answer("Say this is a test")
-    sent = upstream.only()
-    assert sent.path == "/v1/completions"
+    sent, row = forwarded(proxy, upstream, raw, "completions")
     assert sent.json["prompt"] == "Say this is a test"
     assert sent.json["model"] == "gpt-3.5-turbo-instruct"
-    assert_upstream_auth(sent)
-    row = proxy.log.wait_row(raw.headers["x-study-request-id"])
     assert row["endpoint"] == "completions"
-    assert row["provider"] == "openai"
     assert row["prompt"] == "Say this is a test"
     assert row["response"] == completion_answer("Say this is a test")
     assert (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"]) == (11, 7, 18)
@@ -298,14 +302,10 @@ def test_embeddings_single_input(proxy, client, upstream):
     result = raw.parse()
     assert len(result.data) == 1
     assert result.data[0].embedding == VECTOR
-    sent = upstream.only()
-    assert sent.path == "/v1/embeddings"
+    sent, row = forwarded(proxy, upstream, raw, "embeddings")
     assert sent.json["input"] == "The quick brown fox"
     assert sent.json["model"] == "text-embedding-3-small"
-    assert_upstream_auth(sent)
-    row = proxy.log.wait_row(raw.headers["x-study-request-id"])
     assert row["endpoint"] == "embeddings"
-    assert row["provider"] == "openai"
     assert row["model"] == row["upstream_model"] == "text-embedding-3-small"
     assert row["prompt"] == "The quick brown fox"
     assert row["prompt_tokens"] == row["total_tokens"] == EMBEDDING_TOKENS_PER_INPUT

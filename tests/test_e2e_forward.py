@@ -3,93 +3,26 @@ to (the default one without a model), through the real openai SDK, with a row ea
 
 One proxy for the module: OpenAI (the default), Azure, a configured `local` provider, an
 unreachable `dead` one and an alias that falls back from `dead` to OpenAI; proxy keys on; a
-small body limit. Raw httpx (and http.client, which sends `..` as it is) drive the attempts
-to leave the provider's base URL.
+small body limit (forward_setup.py). Headers, bodies and what is refused:
+test_e2e_forward_bodies.py.
 """
 
 from __future__ import annotations
 
-import json
 import uuid
-from http.client import HTTPConnection
 
 import httpx
 import openai
 import pytest
 from openai import OpenAI
 
-from conftest import assert_error_shape, fake_key, free_port, loads, provider_env, unique
+from conftest import assert_error_shape, loads, unique
 from fake_endpoints import SPEECH, transcription_text
-
-from proxy.bodies import LOG_CAP
+from forward_setup import assert_no_key_written, assert_operator_auth, attempts_of, row_of
+from forward_setup import client, http, proxy  # noqa: F401  (the module's fixtures)
+from provider_setup import ALICE_KEY, AZURE_KEY, LOCAL_KEY, sdk_client
 
 pytestmark = pytest.mark.timeout(60)
-
-OPENAI_KEY = fake_key("sk-test-openai")
-AZURE_KEY = fake_key("azure-test")
-LOCAL_KEY = fake_key("local-test")
-ALICE_KEY = fake_key("sk-proxy-alice")
-COOKIE_SECRET = fake_key("cookie-secret")
-SECRETS = (OPENAI_KEY, AZURE_KEY, LOCAL_KEY, ALICE_KEY, COOKIE_SECRET)
-LIMIT = 200_000
-
-CONFIG = """
-[server]
-max_body_bytes = {limit}
-
-[retry]
-backoff_base = 0.01
-backoff_max = 0.02
-
-[providers.local]
-base_url = "{base}/local/v1"
-api_key_env = "LOCAL_KEY"
-
-[providers.dead]
-base_url = "http://127.0.0.1:{dead_port}/v1"
-no_key = true
-
-[aliases]
-transcriber = ["dead/whisper-1", "openai/whisper-1"]
-
-[clients]
-alice = {{ key_env = "ALICE_PROXY_KEY" }}
-"""
-
-
-@pytest.fixture(scope="module")
-def proxy(module_proxy_factory, fake_upstream_server):
-    env = provider_env(fake_upstream_server, openai=OPENAI_KEY, azure=AZURE_KEY, LOCAL_KEY=LOCAL_KEY,
-                       ALICE_PROXY_KEY=ALICE_KEY)
-    config = CONFIG.format(limit=LIMIT, base=fake_upstream_server.base_url, dead_port=free_port())
-    return module_proxy_factory(env=env, config=config)
-
-
-@pytest.fixture
-def client(proxy) -> OpenAI:
-    return OpenAI(base_url=proxy.v1, api_key=ALICE_KEY, max_retries=0, timeout=10)
-
-
-@pytest.fixture
-def http(proxy):
-    with httpx.Client(base_url=proxy.v1, timeout=10, headers={"Authorization": f"Bearer {ALICE_KEY}"}) as client:
-        yield client
-
-
-def assert_operator_auth(recorded) -> None:
-    """The provider's key went upstream; the client's never did."""
-    assert recorded.headers.get("authorization") == f"Bearer {OPENAI_KEY}"
-    assert "api-key" not in recorded.headers
-    assert ALICE_KEY not in str(recorded.headers)
-    assert ALICE_KEY.encode() not in recorded.raw_body
-
-
-def row_of(proxy, raw):
-    return proxy.log.wait_row(raw.headers["x-study-request-id"])
-
-
-def attempts_of(proxy, row) -> list[tuple]:
-    return [(a["provider"], a["url_path"], a["status_code"]) for a in proxy.log.attempts(row["request_id"])]
 
 
 # -- forwarded and recorded ------------------------------------------------------------------
@@ -271,173 +204,12 @@ def test_unreachable_provider_is_502_after_retries_without_sdk_retry(proxy, http
     assert (row["status_code"], row["provider"], row["attempts"]) == (502, "dead", 3)
 
 
-# -- what goes upstream, what is logged ------------------------------------------------------
-
-
-def test_only_safe_headers_go_upstream(proxy, upstream):
-    response = httpx.post(
-        proxy.v1 + "/moderations",
-        json={"model": "omni-moderation-latest", "input": "headers"},
-        headers={"Authorization": f"Bearer {ALICE_KEY}", "api-key": ALICE_KEY, "Cookie": f"session={COOKIE_SECRET}",
-                 "OpenAI-Beta": "assistants=v2", "X-Forwarded-Host": "evil.example", "X-Custom": "mine",
-                 "OpenAI-Organization": "org-client"},
-        timeout=10,
-    )
-    assert response.status_code == 200
-    sent = upstream.only()
-    assert sent.headers["openai-beta"] == "assistants=v2"
-    assert sent.headers["host"] == f"127.0.0.1:{upstream.port}"
-    for name in ("cookie", "x-forwarded-host", "x-custom", "openai-organization", "api-key"):
-        assert name not in sent.headers, name
-    assert_operator_auth(sent)
-    row = proxy.log.wait_row(response.headers["x-study-request-id"])
-    assert COOKIE_SECRET not in row["request_headers"] and ALICE_KEY not in row["request_headers"]
-
-
-def test_a_large_json_body_is_forwarded_whole_and_logged_capped(proxy, http, upstream):
-    body = json.dumps({"model": "omni-moderation-latest", "input": "x" * 100_000})
-    response = http.post("/moderations", content=body, headers={"content-type": "application/json"})
-    assert response.status_code == 200
-    assert upstream.only().raw_body == body.encode()  # the model was bare: the client's bytes as they were
-    row = proxy.log.wait_row(response.headers["x-study-request-id"])
-    assert row["request_json"] == body[:LOG_CAP]
-    notes = loads(row["metadata"])["study_notes"]
-    assert f"request_json was cut to its first {LOG_CAP} bytes, of {len(body)}" in notes
-
-
-def test_a_large_answer_is_passed_whole_and_logged_capped(proxy, http, upstream):
-    response = http.get("/fake/echo", params={"pad": 100_000})
-    assert response.status_code == 200
-    assert len(response.json()["pad"]) == 100_000
-    row = proxy.log.wait_row(response.headers["x-study-request-id"])
-    assert row["endpoint"] == "fake/echo"
-    assert row["response_json"] == response.content[:LOG_CAP].decode()
-    notes = loads(row["metadata"])["study_notes"]
-    assert f"response_json was cut to its first {LOG_CAP} bytes, of {len(response.content)}" in notes
-
-
-def test_a_binary_upload_is_logged_as_type_and_size(proxy, http, upstream):
-    data = bytes(range(256)) * 10
-    response = http.post("/uploads/upload_abc123/parts", content=data, headers={"content-type": "application/octet-stream"})
-    assert response.status_code == 200
-    assert upstream.only().raw_body == data
-    row = proxy.log.wait_row(response.headers["x-study-request-id"])
-    assert row["endpoint"] == "uploads/{id}/parts"
-    assert loads(row["request_json"]) == {"content_type": "application/octet-stream", "bytes": len(data)}
-
-
-# -- refused, each with a row ----------------------------------------------------------------
-
-
-def check_refused(proxy, upstream, response, status, code, endpoint=None):
-    assert response.status_code == status, response.text
-    error = assert_error_shape(response.json())
-    assert error["code"] == code, error
-    row = proxy.log.wait_row(response.headers["x-study-request-id"])
-    assert (row["status_code"], row["attempts"]) == (status, 0)
-    assert row["error"]
-    if endpoint is not None:
-        assert row["endpoint"] == endpoint
-    assert upstream.requests == []
-    return error, row
-
-
-def test_invalid_json_is_400_with_the_body_in_the_row(proxy, http, upstream):
-    response = http.post("/moderations", content="{nope", headers={"content-type": "application/json"})
-    _, row = check_refused(proxy, upstream, response, 400, "invalid_json", "moderations")
-    assert row["request_json"] == "{nope"
-
-
-def test_body_over_the_limit_is_413(proxy, http, upstream):
-    response = http.post("/moderations", json={"model": "m", "input": "y" * (LIMIT + 10)})
-    check_refused(proxy, upstream, response, 413, "request_too_large", "moderations")
-
-
-@pytest.mark.parametrize("model, code", [(42, "invalid_type"), ("", "invalid_value"), (["m"], "invalid_type")])
-def test_a_model_of_the_wrong_kind_is_400(proxy, http, upstream, model, code):
-    body = {"model": model, "input": "x"}
-    error, row = check_refused(proxy, upstream, http.post("/moderations", json=body), 400, code)
-    assert error["param"] == "model"
-    assert loads(row["request_json"]) == body
-
-
-def test_a_provider_without_a_key_is_404_with_the_model_and_body_in_the_row(proxy, http, upstream):
-    body = {"model": "hyperbolic/llama-guard", "input": "x"}
-    error, row = check_refused(proxy, upstream, http.post("/moderations", json=body), 404, "model_not_found")
-    assert row["model"] == "hyperbolic/llama-guard"
-    assert loads(row["request_json"]) == body
-
-
-def test_a_malformed_form_is_400(proxy, http, upstream):
-    response = http.post("/audio/transcriptions", content=b"garbage", headers={"content-type": "multipart/form-data; boundary=xyz"})
-    _, row = check_refused(proxy, upstream, response, 400, "invalid_body", "audio/transcriptions")
-    assert loads(row["request_json"]) == {"content_type": "multipart/form-data", "bytes": 7}
-
-
-def test_no_proxy_key_is_401_with_a_row(proxy, upstream):
-    response = httpx.get(proxy.v1 + "/files", timeout=10)
-    check_refused(proxy, upstream, response, 401, "invalid_api_key", "files")
-
-
-RAW_PATHS = [
-    "/v1/%2e%2e/%2e%2e/secret",
-    "/v1/files/..%2F..%2Fsecret",
-    "/v1/files/%2E%2E/secret",
-    "/v1//evil.example/v1/files",
-    "/v1/http://evil.example/v1/files",
-    "/v1/files%5C..%5Csecret",
-    "/v1/files/%252e%252e/secret",
-    "/v1/files/a%3Fb",
-    "/v1/",
-]
-
-
-@pytest.mark.parametrize("raw_path", RAW_PATHS)
-def test_paths_that_could_leave_the_base_url_are_400(proxy, upstream, raw_path):
-    url = httpx.URL(proxy.url, raw_path=raw_path.encode())
-    response = httpx.get(url, headers={"Authorization": f"Bearer {ALICE_KEY}"}, timeout=10)
-    check_refused(proxy, upstream, response, 400, "invalid_path")
-
-
-@pytest.mark.parametrize("path", ["/v1/../admin", "/v1/files/../../secret", "/v1/./files"])
-def test_literal_dot_segments_are_400(proxy, upstream, path):
-    conn = HTTPConnection("127.0.0.1", proxy.port, timeout=10)  # sends the path as it is
-    try:
-        conn.request("GET", path, headers={"Authorization": f"Bearer {ALICE_KEY}"})
-        answer = conn.getresponse()
-        body, request_id = json.loads(answer.read()), answer.getheader("x-study-request-id")
-    finally:
-        conn.close()
-    assert answer.status == 400
-    assert assert_error_shape(body)["code"] == "invalid_path"
-    assert proxy.log.wait_row(request_id)["status_code"] == 400
-    assert upstream.requests == []
-
-
-@pytest.mark.parametrize("method, path", [
-    ("GET", "/chat/completions"), ("PUT", "/embeddings"), ("POST", "/models"),
-    ("DELETE", "/models/openai/gpt-4o-mini"), ("GET", "/responses"), ("PUT", "/responses/resp_1"),
-])
-def test_the_proxys_own_paths_keep_their_405(proxy, http, upstream, method, path):
-    error, _ = check_refused(proxy, upstream, http.request(method, path), 405, "method_not_allowed")
-    assert method in error["message"]
-
-
-def test_no_such_endpoint_under_the_proxys_own_paths_is_404(proxy, http, upstream):
-    check_refused(proxy, upstream, http.get("/responses/resp_1/nothing"), 404, "unknown_url")
-
-
-def test_a_method_that_is_not_forwarded_is_405(proxy, http, upstream):
-    response = http.request("OPTIONS", "/files")
-    check_refused(proxy, upstream, response, 405, "method_not_allowed", "files")
-
-
 # -- the mock, and secrets -------------------------------------------------------------------
 
 
 def test_the_mock_moderates_and_says_what_it_does_not_serve(proxy_factory, upstream):
     mock_only = proxy_factory()
-    client = OpenAI(base_url=mock_only.v1, api_key="unused", max_retries=0, timeout=10)
+    client = sdk_client(mock_only, "unused")
     raw = client.moderations.with_raw_response.create(input=["one", "two"])
     assert [r.flagged for r in raw.parse().results] == [False, False]
     row = row_of(mock_only, raw)
@@ -451,12 +223,7 @@ def test_the_mock_moderates_and_says_what_it_does_not_serve(proxy_factory, upstr
     assert upstream.requests == []
 
 
+
 def test_no_key_is_written_anywhere(proxy):
-    proxy.log.wait_count(1)
-    written = proxy.output().encode()
-    for path in proxy.directory.iterdir():
-        if path.is_file():
-            written += path.read_bytes()
-    for secret in SECRETS:
-        assert secret.encode() not in written
-    assert "Traceback" not in proxy.output()
+    """Last in the module: nothing above left a key in what the proxy wrote."""
+    assert_no_key_written(proxy)

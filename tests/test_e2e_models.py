@@ -16,26 +16,19 @@ import openai
 import pytest
 from openai import AzureOpenAI, OpenAI
 
-from conftest import assert_error_shape, fake_key, provider_env
+from conftest import assert_error_shape, fake_key
 from fake_endpoints import HANGING_MODELS_PREFIX, MODELS
+from provider_setup import ALICE_KEY, AZURE_KEY, HYPERBOLIC_KEY, LOCAL_KEY, OPENAI_KEY
+from provider_setup import clients, every_provider_env, local_provider, sdk_client, secrets_written
 
 from proxy.models import FETCH_TIMEOUT
 
 pytestmark = pytest.mark.timeout(60)
 
-OPENAI_KEY = fake_key("sk-test-openai")
-AZURE_KEY = fake_key("azure-test")
-HYPERBOLIC_KEY = fake_key("hyp-test")
-LOCAL_KEY = fake_key("local-test")
 HANG_KEY = fake_key("hang-test")
-ALICE_KEY = fake_key("sk-proxy-alice")
 SECRETS = (OPENAI_KEY, AZURE_KEY, HYPERBOLIC_KEY, LOCAL_KEY, HANG_KEY, ALICE_KEY)
 
 CONFIG = """
-[providers.local]
-base_url = "{base}/local/v1"
-api_key_env = "LOCAL_KEY"
-
 [providers.hang]
 base_url = "{base}{hang}"
 api_key_env = "HANG_KEY"
@@ -47,23 +40,19 @@ api_key_env = "HANG_KEY"
 [aliases]
 fast = "openai/gpt-4o-mini"
 smart = ["local/fake-model", "openai/gpt-4o"]
-
-[clients]
-alice = {{ key_env = "ALICE_PROXY_KEY" }}
 """
 
 
 @pytest.fixture(scope="module")
 def proxy(module_proxy_factory, fake_upstream_server):
-    env = provider_env(fake_upstream_server, openai=OPENAI_KEY, azure=AZURE_KEY, hyperbolic=HYPERBOLIC_KEY,
-                       LOCAL_KEY=LOCAL_KEY, HANG_KEY=HANG_KEY, ALICE_PROXY_KEY=ALICE_KEY)
+    env = every_provider_env(fake_upstream_server, HANG_KEY=HANG_KEY, ALICE_PROXY_KEY=ALICE_KEY)
     config = CONFIG.format(base=fake_upstream_server.base_url, hang=HANGING_MODELS_PREFIX)
-    return module_proxy_factory(env=env, config=config)
+    return module_proxy_factory(env=env, config=config + local_provider(fake_upstream_server) + clients("alice"))
 
 
 @pytest.fixture
 def client(proxy) -> OpenAI:
-    return OpenAI(base_url=proxy.v1, api_key=ALICE_KEY, max_retries=0, timeout=10)
+    return sdk_client(proxy, ALICE_KEY)
 
 
 def list_paths(upstream) -> list[str]:
@@ -160,7 +149,7 @@ def test_proxy_keys_apply(proxy, upstream, path, key):
 
 def test_the_mock_alone_lists_echo(proxy_factory, upstream):
     mock_only = proxy_factory()
-    client = OpenAI(base_url=mock_only.v1, api_key="unused", max_retries=0, timeout=10)
+    client = sdk_client(mock_only, "unused")
     assert [m.id for m in client.models.list()] == ["mock/echo"]
     assert client.models.retrieve("mock/echo").owned_by == "mock"
     assert upstream.requests == []
@@ -168,9 +157,4 @@ def test_the_mock_alone_lists_echo(proxy_factory, upstream):
 
 def test_no_key_in_the_server_output_or_the_log(proxy, client):
     client.models.list()
-    written = proxy.output().encode()
-    for path in proxy.directory.iterdir():
-        if path.is_file():
-            written += path.read_bytes()
-    for secret in SECRETS:
-        assert secret.encode() not in written
+    assert secrets_written(proxy, SECRETS) == []

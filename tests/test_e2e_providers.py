@@ -13,29 +13,19 @@ import openai
 import pytest
 from openai import AzureOpenAI, OpenAI
 
-from conftest import assert_error_shape, fake_key, free_port, loads, provider_env
+from conftest import assert_error_shape, fake_key, loads, provider_env
 from fake_answers import chat_answer
 from fake_endpoints import MODELS, VECTOR
+from provider_setup import AZURE_KEY, HYPERBOLIC_KEY, LOCAL_KEY, OPENAI_KEY
+from provider_setup import dead_provider, every_provider_env, local_provider, sdk_client
 
 pytestmark = pytest.mark.timeout(60)
 
-OPENAI_KEY = fake_key("sk-test-openai")
-AZURE_KEY = fake_key("azure-test")
-HYPERBOLIC_KEY = fake_key("hyp-test")
-LOCAL_KEY = fake_key("local-test")
 CLIENT_KEY = fake_key("sk-test-client")
 
 CONFIG = """
-[providers.local]
-base_url = "{base}/local/v1"
-api_key_env = "LOCAL_KEY"
-
 [providers.keyless]
 base_url = "{base}/keyless/v1"
-no_key = true
-
-[providers.dead]
-base_url = "http://127.0.0.1:{dead_port}/v1"
 no_key = true
 
 [aliases]
@@ -47,10 +37,8 @@ hyper = "hyperbolic/meta-llama/Llama-3.3-70B-Instruct"
 
 @pytest.fixture(scope="module")
 def proxy(module_proxy_factory, fake_upstream_server):
-    env = provider_env(fake_upstream_server, openai=OPENAI_KEY, azure=AZURE_KEY, hyperbolic=HYPERBOLIC_KEY,
-                       LOCAL_KEY=LOCAL_KEY)
-    config = CONFIG.format(base=fake_upstream_server.base_url, dead_port=free_port())
-    return module_proxy_factory(env=env, config=config)
+    config = CONFIG.format(base=fake_upstream_server.base_url) + local_provider(fake_upstream_server) + dead_provider()
+    return module_proxy_factory(env=every_provider_env(fake_upstream_server), config=config)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +51,18 @@ def azure_only(module_proxy_factory, fake_upstream_server):
 
 @pytest.fixture
 def client(proxy) -> OpenAI:
-    return OpenAI(base_url=proxy.v1, api_key=CLIENT_KEY, max_retries=0, timeout=10)
+    return sdk_client(proxy, CLIENT_KEY)
+
+
+@pytest.fixture
+def azure_only_client(azure_only) -> OpenAI:
+    return sdk_client(azure_only, CLIENT_KEY)
+
+
+def azure_sdk(proxy, **options) -> AzureOpenAI:
+    """The AzureOpenAI SDK at the proxy's root (api-version 2024-10-21), no retries of its own."""
+    return AzureOpenAI(azure_endpoint=proxy.url, api_version="2024-10-21", api_key=CLIENT_KEY, max_retries=0, timeout=10,
+                       **options)
 
 
 def no_client_key_upstream(upstream) -> None:
@@ -78,11 +77,18 @@ def ask(client: OpenAI, model: str, text: str = "route me"):
     return raw
 
 
+def route(proxy, client: OpenAI, upstream, model: str, text: str = "route me"):
+    """Ask `model` through `proxy` (the answer must come back): the raw answer, the one request the
+    fake upstream got, and the call's row."""
+    raw = ask(client, model, text)
+    return raw, upstream.only(), proxy.log.wait_row(raw.headers["x-study-request-id"])
+
+
 # -- Azure ---------------------------------------------------------------------------------
 
 
 def test_azure_sdk_inbound_deployment_path(proxy, upstream):
-    azure = AzureOpenAI(azure_endpoint=proxy.url, api_version="2024-10-21", api_key=CLIENT_KEY, max_retries=0, timeout=10)
+    azure = azure_sdk(proxy)
     raw = azure.chat.completions.with_raw_response.create(
         model="gpt-4o-dep", messages=[{"role": "user", "content": "hi azure"}]
     )
@@ -111,8 +117,7 @@ def test_azure_sdk_inbound_deployment_path(proxy, upstream):
 
 
 def test_azure_sdk_deployment_in_path_wins_over_body_model(proxy, upstream):
-    azure = AzureOpenAI(azure_endpoint=proxy.url, azure_deployment="other-dep", api_version="2024-10-21",
-                        api_key=CLIENT_KEY, max_retries=0, timeout=10)
+    azure = azure_sdk(proxy, azure_deployment="other-dep")
     raw = azure.chat.completions.with_raw_response.create(
         model="gpt-4o", messages=[{"role": "user", "content": "which deployment"}]
     )
@@ -123,7 +128,7 @@ def test_azure_sdk_deployment_in_path_wins_over_body_model(proxy, upstream):
 
 
 def test_azure_sdk_embeddings(proxy, upstream):
-    azure = AzureOpenAI(azure_endpoint=proxy.url, api_version="2024-10-21", api_key=CLIENT_KEY, max_retries=0, timeout=10)
+    azure = azure_sdk(proxy)
     raw = azure.embeddings.with_raw_response.create(model="embed-dep", input="embed me")
     assert raw.parse().data[0].embedding == VECTOR
     sent = upstream.only()
@@ -135,7 +140,7 @@ def test_azure_sdk_embeddings(proxy, upstream):
 
 
 def test_azure_upstream_error_passes_through(proxy, upstream):
-    azure = AzureOpenAI(azure_endpoint=proxy.url, api_version="2024-10-21", api_key=CLIENT_KEY, max_retries=0, timeout=10)
+    azure = azure_sdk(proxy)
     with pytest.raises(openai.BadRequestError) as caught:
         azure.chat.completions.create(model="fail-400-dep", messages=[{"role": "user", "content": "x"}])
     assert caught.value.body["code"] == "fake_bad_request"
@@ -144,13 +149,11 @@ def test_azure_upstream_error_passes_through(proxy, upstream):
 
 
 def test_azure_prefix_from_openai_sdk(proxy, client, upstream):
-    raw = ask(client, "azure/gpt-4o-dep")
-    sent = upstream.only()
+    _, sent, row = route(proxy, client, upstream, "azure/gpt-4o-dep")
     assert sent.path == "/openai/deployments/gpt-4o-dep/chat/completions"
     assert sent.query_params["api-version"] == "2024-10-21"
     assert sent.headers["api-key"] == AZURE_KEY
     assert "authorization" not in sent.headers
-    row = proxy.log.wait_row(raw.headers["x-study-request-id"])
     assert (row["provider"], row["model"], row["upstream_model"]) == ("azure", "azure/gpt-4o-dep", "gpt-4o-dep")
 
 
@@ -158,13 +161,11 @@ def test_azure_prefix_from_openai_sdk(proxy, client, upstream):
 
 
 def test_hyperbolic_prefix_keeps_org_in_upstream_model(proxy, client, upstream):
-    raw = ask(client, "hyperbolic/meta-llama/Llama-3.3-70B-Instruct")
-    sent = upstream.only()
+    raw, sent, row = route(proxy, client, upstream, "hyperbolic/meta-llama/Llama-3.3-70B-Instruct")
     assert sent.path == "/hyperbolic/v1/chat/completions"
     assert sent.headers["authorization"] == f"Bearer {HYPERBOLIC_KEY}"
     assert sent.json["model"] == "meta-llama/Llama-3.3-70B-Instruct"
     no_client_key_upstream(upstream)
-    row = proxy.log.wait_row(raw.headers["x-study-request-id"])
     assert row["provider"] == "hyperbolic"
     assert row["model"] == "hyperbolic/meta-llama/Llama-3.3-70B-Instruct"
     assert row["upstream_model"] == "meta-llama/Llama-3.3-70B-Instruct"
@@ -181,24 +182,20 @@ def test_hyperbolic_without_usage_non_stream(proxy, client, upstream):
 
 
 def test_configured_provider_with_key(proxy, client, upstream):
-    raw = ask(client, "local/qwen2.5-7b")
-    sent = upstream.only()
+    _, sent, row = route(proxy, client, upstream, "local/qwen2.5-7b")
     assert sent.path == "/local/v1/chat/completions"
     assert sent.headers["authorization"] == f"Bearer {LOCAL_KEY}"
     assert sent.json["model"] == "qwen2.5-7b"
-    row = proxy.log.wait_row(raw.headers["x-study-request-id"])
     assert (row["provider"], row["model"], row["upstream_model"]) == ("local", "local/qwen2.5-7b", "qwen2.5-7b")
     assert [a["url_path"] for a in proxy.log.attempts(row["request_id"])] == ["/local/v1/chat/completions"]
 
 
 def test_configured_provider_without_key_sends_no_auth(proxy, client, upstream):
-    raw = ask(client, "keyless/tiny-model")
-    sent = upstream.only()
+    _, sent, row = route(proxy, client, upstream, "keyless/tiny-model")
     assert sent.path == "/keyless/v1/chat/completions"
     assert "authorization" not in sent.headers
     assert "api-key" not in sent.headers
     assert sent.json["model"] == "tiny-model"
-    row = proxy.log.wait_row(raw.headers["x-study-request-id"])
     assert row["provider"] == "keyless"
 
 
@@ -238,39 +235,31 @@ def test_mock_prefix_answers_in_process(proxy, client, upstream):
 
 
 def test_bare_model_goes_to_default_provider_openai(proxy, client, upstream):
-    raw = ask(client, "gpt-4o")
-    sent = upstream.only()
+    _, sent, row = route(proxy, client, upstream, "gpt-4o")
     assert sent.path == "/v1/chat/completions"
     assert sent.headers["authorization"] == f"Bearer {OPENAI_KEY}"
     assert sent.json["model"] == "gpt-4o"
-    row = proxy.log.wait_row(raw.headers["x-study-request-id"])
     assert (row["provider"], row["model"], row["upstream_model"]) == ("openai", "gpt-4o", "gpt-4o")
 
 
 def test_alias_to_single_route(proxy, client, upstream):
-    raw = ask(client, "fast")
-    sent = upstream.only()
+    _, sent, row = route(proxy, client, upstream, "fast")
     assert sent.path == "/v1/chat/completions"
     assert sent.json["model"] == "gpt-4o-mini"
-    row = proxy.log.wait_row(raw.headers["x-study-request-id"])
     assert (row["provider"], row["model"], row["upstream_model"]) == ("openai", "fast", "gpt-4o-mini")
 
 
 def test_alias_with_list_uses_first_route(proxy, client, upstream):
-    raw = ask(client, "smart")
-    sent = upstream.only()
+    _, sent, row = route(proxy, client, upstream, "smart")
     assert sent.path == "/openai/deployments/gpt-4o/chat/completions"
     assert sent.headers["api-key"] == AZURE_KEY
-    row = proxy.log.wait_row(raw.headers["x-study-request-id"])
     assert (row["provider"], row["model"], row["upstream_model"]) == ("azure", "smart", "gpt-4o")
 
 
 def test_alias_to_hyperbolic(proxy, client, upstream):
-    raw = ask(client, "hyper")
-    sent = upstream.only()
+    _, sent, row = route(proxy, client, upstream, "hyper")
     assert sent.path == "/hyperbolic/v1/chat/completions"
     assert sent.json["model"] == "meta-llama/Llama-3.3-70B-Instruct"
-    row = proxy.log.wait_row(raw.headers["x-study-request-id"])
     assert (row["provider"], row["model"]) == ("hyperbolic", "hyper")
 
 
@@ -308,20 +297,16 @@ def test_client_cannot_redirect_upstream_with_headers(proxy, client, upstream):
 # -- Azure as the only provider ------------------------------------------------------------
 
 
-def test_azure_default_bare_model_uses_configured_deployment(azure_only, upstream):
-    client = OpenAI(base_url=azure_only.v1, api_key=CLIENT_KEY, max_retries=0, timeout=10)
-    raw = ask(client, "gpt-4o-mini", "bare on azure")
-    sent = upstream.only()
+def test_azure_default_bare_model_uses_configured_deployment(azure_only, azure_only_client, upstream):
+    _, sent, row = route(azure_only, azure_only_client, upstream, "gpt-4o-mini", "bare on azure")
     assert sent.path == "/openai/deployments/dep-default/chat/completions"
     assert sent.query_params["api-version"] == "2024-06-01"
     assert sent.headers["api-key"] == AZURE_KEY
-    row = azure_only.log.wait_row(raw.headers["x-study-request-id"])
     assert (row["provider"], row["model"], row["upstream_model"]) == ("azure", "gpt-4o-mini", "dep-default")
 
 
-def test_azure_old_api_version_stream_gets_no_stream_options(azure_only, upstream):
-    client = OpenAI(base_url=azure_only.v1, api_key=CLIENT_KEY, max_retries=0, timeout=10)
-    raw = client.chat.completions.with_raw_response.create(
+def test_azure_old_api_version_stream_gets_no_stream_options(azure_only, azure_only_client, upstream):
+    raw = azure_only_client.chat.completions.with_raw_response.create(
         model="azure/dep-default", messages=[{"role": "user", "content": "old azure"}], stream=True
     )
     chunks = list(raw.parse())
@@ -335,11 +320,10 @@ def test_azure_old_api_version_stream_gets_no_stream_options(azure_only, upstrea
     assert any("usage" in n.lower() for n in loads(row["metadata"])["study_notes"])
 
 
-def test_unconfigured_provider_prefix_is_model_not_found(azure_only, upstream):
-    client = OpenAI(base_url=azure_only.v1, api_key=CLIENT_KEY, max_retries=0, timeout=10)
+def test_unconfigured_provider_prefix_is_model_not_found(azure_only, azure_only_client, upstream):
     for model in ("openai/gpt-4o", "hyperbolic/meta-llama/Llama-3.3-70B-Instruct"):
         with pytest.raises(openai.NotFoundError) as caught:
-            client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
+            azure_only_client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
         assert caught.value.code == "model_not_found"
         assert caught.value.body["param"] == "model"
         row = azure_only.log.wait_row(caught.value.response.headers["x-study-request-id"])
@@ -350,8 +334,7 @@ def test_unconfigured_provider_prefix_is_model_not_found(azure_only, upstream):
     assert upstream.requests == []
 
 
-def test_azure_only_models_list(azure_only, upstream):
-    client = OpenAI(base_url=azure_only.v1, api_key=CLIENT_KEY, max_retries=0, timeout=10)
-    ids = [m.id for m in client.models.list()]
+def test_azure_only_models_list(azure_only_client, upstream):
+    ids = [m.id for m in azure_only_client.models.list()]
     assert "azure/dep-default" in ids
     assert not any(i.startswith(("openai/", "hyperbolic/")) for i in ids)

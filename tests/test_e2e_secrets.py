@@ -13,52 +13,28 @@ import openai
 import pytest
 from openai import AzureOpenAI, OpenAI
 
-from conftest import assert_error_shape, fake_key, loads, provider_env
+from conftest import assert_error_shape, fake_key, loads
 from fake_answers import chat_answer
+from provider_setup import ALICE_KEY, AZURE_KEY, HYPERBOLIC_KEY, LOCAL_KEY, OPENAI_KEY
+from provider_setup import clients, every_provider_env, local_provider, sdk_client, secrets_written
 
 pytestmark = pytest.mark.timeout(90)
 
-OPENAI_KEY = fake_key("sk-test-openai")
-AZURE_KEY = fake_key("azure-test")
-HYPERBOLIC_KEY = fake_key("hyp-test")
-LOCAL_KEY = fake_key("local-test")
-ALICE_KEY = fake_key("sk-proxy-alice")
 BOB_KEY = fake_key("sk-proxy-bob")
 WRONG_KEY = fake_key("sk-proxy-wrong")
 COOKIE_SECRET = fake_key("cookie-secret")
-
-CONFIG = """
-[providers.local]
-base_url = "{base}/local/v1"
-api_key_env = "LOCAL_KEY"
-
-[clients]
-alice = {{ key_env = "ALICE_PROXY_KEY" }}
-bob = {{ key_env = "BOB_PROXY_KEY" }}
-"""
-
-SECRETS = {
-    "OPENAI_KEY": OPENAI_KEY,
-    "AZURE_KEY": AZURE_KEY,
-    "HYPERBOLIC_KEY": HYPERBOLIC_KEY,
-    "LOCAL_KEY": LOCAL_KEY,
-    "ALICE_KEY": ALICE_KEY,
-    "BOB_KEY": BOB_KEY,
-    "WRONG_KEY": WRONG_KEY,
-    "COOKIE_SECRET": COOKIE_SECRET,
-}
+SECRETS = (OPENAI_KEY, AZURE_KEY, HYPERBOLIC_KEY, LOCAL_KEY, ALICE_KEY, BOB_KEY, WRONG_KEY, COOKIE_SECRET)
 
 
 @pytest.fixture(scope="module")
 def proxy(module_proxy_factory, fake_upstream_server):
-    env = provider_env(fake_upstream_server, openai=OPENAI_KEY, azure=AZURE_KEY, hyperbolic=HYPERBOLIC_KEY,
-                       LOCAL_KEY=LOCAL_KEY, ALICE_PROXY_KEY=ALICE_KEY, BOB_PROXY_KEY=BOB_KEY)
-    return module_proxy_factory(env=env, config=CONFIG.format(base=fake_upstream_server.base_url))
+    env = every_provider_env(fake_upstream_server, ALICE_PROXY_KEY=ALICE_KEY, BOB_PROXY_KEY=BOB_KEY)
+    return module_proxy_factory(env=env, config=local_provider(fake_upstream_server) + clients("alice", "bob"))
 
 
 @pytest.fixture
 def alice(proxy) -> OpenAI:
-    return OpenAI(base_url=proxy.v1, api_key=ALICE_KEY, max_retries=0, timeout=10)
+    return sdk_client(proxy, ALICE_KEY)
 
 
 @pytest.fixture(scope="module")
@@ -85,13 +61,13 @@ def test_no_proxy_key_is_401_with_openai_shape_and_a_row(proxy, made, upstream):
 
 
 def test_wrong_proxy_key_is_401(proxy, made, upstream):
-    client = OpenAI(base_url=proxy.v1, api_key=WRONG_KEY, max_retries=0, timeout=10)
+    client = sdk_client(proxy, WRONG_KEY)
     with pytest.raises(openai.AuthenticationError) as caught:
         client.chat.completions.create(**chat_body())
     assert caught.value.status_code == 401
     made.append(caught.value.response.headers["x-study-request-id"])
     # An upstream key is not a proxy key either.
-    client = OpenAI(base_url=proxy.v1, api_key=OPENAI_KEY, max_retries=0, timeout=10)
+    client = sdk_client(proxy, OPENAI_KEY)
     with pytest.raises(openai.AuthenticationError) as caught:
         client.chat.completions.create(**chat_body())
     made.append(caught.value.response.headers["x-study-request-id"])
@@ -190,15 +166,8 @@ def test_after_sigterm_all_rows_are_there_and_no_secret_was_written(proxy, made)
     assert len(rows) == len(made)
     assert {r["client"] for r in rows} <= {None, "alice", "bob"}
 
-    files = [p for p in proxy.directory.rglob("*") if p.is_file() and p.name != "config.toml"]
-    names = {p.name for p in files}
+    names = {p.name for p in proxy.directory.rglob("*") if p.is_file()}
     assert "log.db" in names and "server-output.txt" in names
-    found = []
-    for path in files:
-        data = path.read_bytes()
-        for name, secret in SECRETS.items():
-            if secret.encode() in data:
-                found.append(f"{name} in {path.name}")
-    assert found == [], found
+    assert secrets_written(proxy, SECRETS) == []
     # The -wal / -shm are searched above if they survived shutdown; the output was captured.
     assert proxy.output(), "the server printed nothing?"

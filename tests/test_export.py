@@ -8,7 +8,6 @@ source needs no server.
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 import stat
 import subprocess
@@ -23,45 +22,19 @@ import pytest
 
 from analytics.export import export
 from conftest import REPO_ROOT, START_TIMEOUT, ProxyServer, free_port, minimal_env
+from postgres_helpers import needs_postgres, scratch_database
 from proxy.record import CallRecord
 from proxy.store import Store
 from proxy.store.migrations import MIGRATIONS
 
 pytestmark = pytest.mark.timeout(90)
 
-PG_ADMIN_URL = os.environ.get("STUDY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def postgres_listening() -> bool:
-    import socket
-
-    try:
-        socket.create_connection(("127.0.0.1", 5432), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
-
-
-needs_postgres = pytest.mark.skipif(not postgres_listening(), reason="no PostgreSQL on 127.0.0.1:5432")
-
-
-async def _admin(statement: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_ADMIN_URL.replace("postgresql+asyncpg", "postgresql"))
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh database; its URL carries a password (ignored by trust auth) that must never be printed."""
-    name = f"sqllm_export_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_admin(f"CREATE DATABASE {name}"))
-    yield f"postgresql://postgres:pw-{uuid.uuid4().hex}@127.0.0.1:5432/{name}"
-    asyncio.run(_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    with scratch_database("sqllm_export") as name:
+        yield f"postgresql://postgres:pw-{uuid.uuid4().hex}@127.0.0.1:5432/{name}"
 
 
 def records(n: int, start: int = 0, day: str = "2026-11-02") -> list[CallRecord]:

@@ -50,6 +50,20 @@ def files(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
 
 
+def replay(db: Path) -> Recorder:
+    """Start a recorder over `db` (it replays the journals it finds) and stop it; the recorder."""
+
+    async def go() -> Recorder:
+        store = Store(str(db))
+        recorder = Recorder(store)
+        await recorder.start()
+        await recorder.stop()
+        await store.dispose()
+        return recorder
+
+    return asyncio.run(go())
+
+
 def ids_in(db: Path) -> list[str]:
     conn = sqlite3.connect(db)
     try:
@@ -179,16 +193,11 @@ def test_segments_without_a_lock_are_adopted_and_a_lock_with_nothing_left_is_rem
 def test_replaying_a_dead_processs_journal_twice_adds_nothing(tmp_path):
     db = tmp_path / "log.db"
 
-    async def run(journal_copy: bytes | None) -> Recorder:
+    def run(journal_copy: bytes | None) -> Recorder:
         if journal_copy is not None:
             (tmp_path / "log.db.journal").mkdir(exist_ok=True)
             (tmp_path / "log.db.journal" / "9-dead.000000.jsonl").write_bytes(journal_copy)
-        store = Store(str(db))
-        recorder = Recorder(store)
-        await recorder.start()
-        await recorder.stop()
-        await store.dispose()
-        return recorder
+        return replay(db)
 
     dead = Journal(tmp_path / "log.db.journal")
     dead.open()
@@ -196,8 +205,8 @@ def test_replaying_a_dead_processs_journal_twice_adds_nothing(tmp_path):
         dead.append(line)
     copy = dead.current.path.read_bytes()
     crash(dead)
-    first = asyncio.run(run(None))
-    again = asyncio.run(run(copy))  # the same rows once more (a replay cut short after its commit)
+    first = run(None)
+    again = run(copy)  # the same rows once more (a replay cut short after its commit)
     assert first.replayed == 5 and again.replayed == 5
     assert len(ids_in(db)) == 5 and len(set(ids_in(db))) == 5
     assert files(tmp_path / "log.db.journal") == []
@@ -213,15 +222,7 @@ def test_a_torn_last_line_is_skipped_counted_and_set_aside(tmp_path):
         f.write(lines(1, start=9)[0][:40])  # the crash came in the middle of a write
     crash(dead)
 
-    async def go() -> Recorder:
-        store = Store(str(tmp_path / "log.db"))
-        recorder = Recorder(store)
-        await recorder.start()
-        await recorder.stop()
-        await store.dispose()
-        return recorder
-
-    recorder = asyncio.run(go())
+    recorder = replay(tmp_path / "log.db")
     assert recorder.replayed == 3 and recorder.torn == 1 and recorder.stats()["torn"] == 1
     assert len(ids_in(tmp_path / "log.db")) == 3
     bad = (tmp_path / "log.db.bad.jsonl").read_bytes()
@@ -235,15 +236,7 @@ def test_a_spool_of_an_earlier_version_is_replayed_on_start(tmp_path):
     replaying.write_bytes(b"".join(row_lines(2)))  # a replay cut short
     spool.write_bytes(b"".join(row_lines(3, start=10)))
 
-    async def go() -> Recorder:
-        store = Store(str(tmp_path / "log.db"))
-        recorder = Recorder(store)
-        await recorder.start()
-        await recorder.stop()
-        await store.dispose()
-        return recorder
-
-    assert asyncio.run(go()).replayed == 5
+    assert replay(tmp_path / "log.db").replayed == 5
     assert not spool.exists() and not replaying.exists()
     assert len(ids_in(tmp_path / "log.db")) == 5
 

@@ -1,28 +1,14 @@
 """The same store code path on PostgreSQL (asyncpg). Skips where no server listens."""
 
 import asyncio
-import os
-import socket
 import uuid
 
-import pytest
-
+from postgres_helpers import POSTGRES_URL, needs_postgres
 from proxy.record import CallRecord
 from proxy.recorder import Recorder
 from proxy.store import Store
 
-POSTGRES_URL = os.environ.get("STUDY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def postgres_listening() -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", 5432), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not postgres_listening(), reason="no PostgreSQL on 127.0.0.1:5432")
+pytestmark = needs_postgres
 
 
 def test_migrate_and_record_on_postgres(tmp_path):

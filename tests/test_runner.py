@@ -1,184 +1,29 @@
-"""The study runner (`study-query-llm study`): prompt files, parameters, the plan, the rows it
-leaves in the log, `--resume`, Ctrl-C, a running proxy (`--base-url`) and the progress line.
+"""The study runner (`study-query-llm study`) in this process: the rows it leaves in the log,
+`--resume`, a model that cannot be used, failed calls run again, the progress line and the
+comparison at the end.
 
-In-process runs call `analytics.runner.main()` in this process (the mock provider, or the
-fake upstream through `OPENAI_BASE_URL`); the Ctrl-C test runs the real CLI as a subprocess
-and interrupts it with SIGINT while `slow-*` calls (300 ms each at the fake upstream) are in
-flight.
+`analytics.runner.main()` runs in this process against the mock provider, or the fake upstream
+through `OPENAI_BASE_URL`. Prompt files and the plan: test_runner_plan.py; the real CLI
+(Ctrl-C) and a running proxy (`--base-url`): test_runner_cli.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
-import os
-import signal
-import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from analytics import plan, runner
-from analytics.plan import metadata_header, parse_params, plan_calls
+from analytics import runner
 from analytics.progress import Progress
-from analytics.prompts import StudyError, load_prompts
-from conftest import Log, fake_key, minimal_env, provider_env, unique
+from conftest import Log, fake_key, provider_env, unique
+from study_runs import PROMPTS, expected_keys, keys, study_rows, write_jsonl
+from study_runs import clean_env  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.timeout(60)
-
-PROMPTS = [
-    {"prompt": "Name a river in France.", "lang": "en", "difficulty": 1},
-    {"messages": [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Capital of Peru?"}],
-     "lang": "en"},
-    {"prompt": "Quelle est la capitale du Japon ?", "lang": "fr", "expected": "Tokyo"},
-]
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """No provider, database or proxy-key variable from the developer's shell; cwd without `.env`."""
-    for name in list(os.environ):
-        if name.startswith(("OPENAI_", "AZURE_", "HYPERBOLIC_", "DATABASE_URL", "PANEL_", "STUDY_")):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def write_jsonl(path: Path, items: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(item) + "\n" for item in items))
-    return path
-
-
-def study_rows(db: Path, name: str) -> list[dict]:
-    rows = [dict(r) for r in Log(db).rows()]
-    return [r for r in rows if r["tags"] and name in json.loads(r["tags"])]
-
-
-def keys(rows: list[dict]) -> Counter:
-    """(item, model, repeat) of the successful rows, with how many rows each has."""
-    found = Counter()
-    for row in rows:
-        if row["status_code"] == 200 and row["error"] is None:
-            meta = json.loads(row["metadata"])
-            found[(meta["item"], row["model"], meta["repeat"])] += 1
-    return found
-
-
-def expected_keys(items: int, models: list[str], repeats: int) -> set:
-    return {(i, m, r) for i in range(items) for m in models for r in range(repeats)}
-
-
-# --------------------------------------------------------------------------------------
-# Prompt files, parameters, names, the plan
-# --------------------------------------------------------------------------------------
-
-
-def test_jsonl_items_keep_their_other_fields_as_metadata(tmp_path: Path) -> None:
-    path = tmp_path / "set.jsonl"
-    path.write_text(json.dumps(PROMPTS[0]) + "\n\n   \n" + json.dumps(PROMPTS[1]) + "\n")
-    items = load_prompts(path)
-    assert [i.index for i in items] == [0, 1]
-    assert items[0].messages == [{"role": "user", "content": "Name a river in France."}]
-    assert items[0].extras == {"lang": "en", "difficulty": 1}
-    assert items[1].messages == PROMPTS[1]["messages"]
-    assert items[1].where.endswith("set.jsonl:4")
-
-
-def test_csv_needs_a_prompt_column_and_keeps_the_others(tmp_path: Path) -> None:
-    path = tmp_path / "set.csv"
-    path.write_text('\ufeffid,prompt,topic\n1,"Hello, world",greeting\n\n2,"Say ""hi""\non two lines",greeting\n3,x,\n')
-    items = load_prompts(path)
-    assert [i.messages[0]["content"] for i in items] == ["Hello, world", 'Say "hi"\non two lines', "x"]
-    assert items[1].extras == {"id": "2", "topic": "greeting"}
-    assert items[2].where.endswith("set.csv:6")
-
-
-@pytest.mark.parametrize(
-    ("name", "content", "message"),
-    [
-        ("set.jsonl", '{"prompt": "ok"}\n{"prompt": "broken"\n', "set.jsonl:2: not valid JSON"),
-        ("set.jsonl", '{"prompt": "ok"}\n["a list"]\n', "set.jsonl:2: expected a JSON object"),
-        ("set.jsonl", '{"prompt": "ok"}\n\n{"question": "no prompt"}\n', 'set.jsonl:3: no "prompt" or "messages" field'),
-        ("set.jsonl", '{"prompt": ""}\n', '"prompt" must be non-empty text'),
-        ("set.jsonl", '{"messages": [{"content": "no role"}]}\n', "messages[0] must be an object with a \"role\""),
-        ("set.jsonl", '{"prompt": "a", "messages": []}\n', "not both"),
-        ("set.jsonl", "\n\n", "no prompts in the file"),
-        ("set.csv", "question,answer\nwhy,because\n", "needs a 'prompt' column (columns found: 'question', 'answer')"),
-        ("set.csv", "prompt,topic\nhello,x,extra\n", "set.csv:2: this row has more fields than the header"),
-    ],
-)
-def test_bad_prompt_files_exit_2_with_a_clear_message(
-    clean_env: Path, capsys: pytest.CaptureFixture[str], name: str, content: str, message: str
-) -> None:
-    (clean_env / name).write_text(content)
-    assert runner.main([name, "--models", "mock/a", "--db", "log.db"]) == 2
-    err = capsys.readouterr().err
-    assert message in err, err
-    assert "Traceback" not in err
-    assert not (clean_env / "log.db").exists()  # nothing was started
-
-
-def test_missing_file_and_bad_arguments_exit_2(clean_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert runner.main(["nope.jsonl", "--models", "mock/a"]) == 2
-    assert "prompt file not found: nope.jsonl" in capsys.readouterr().err
-    write_jsonl(clean_env / "p.jsonl", PROMPTS)
-    cases = [
-        (["--models", " , "], "--models: give at least one model"),
-        (["--models", "mock/a", "--param", "temperature"], "expected KEY=VALUE"),
-        (["--models", "mock/a", "--param", "model=x"], "--param model: set by the runner itself"),
-        (["--models", "mock/a", "--name", "two words"], "--name 'two words'"),
-        (["--models", "mock/a", "--name", "a,b"], "--name 'a,b'"),
-        (["--models", "mock/a", "--api-key", "k"], "--api-key is for a running proxy"),
-        (["--models", "mock/a", "--base-url", "http://127.0.0.1:9/v1", "--resume"], "--resume with --base-url"),
-        (["--models", "mock/a", "--base-url", "http://127.0.0.1:9/v1", "--config", "x.toml"], "--config configures"),
-        (["--models", "mock/a", "--config", "missing.toml"], "configuration error: cannot read config file"),
-    ]
-    for extra, message in cases:
-        assert runner.main(["p.jsonl", *extra]) == 2, extra
-        assert message in capsys.readouterr().err, extra
-    with pytest.raises(SystemExit) as exit_info:  # argparse's own errors exit 2 as well
-        runner.main(["p.jsonl", "--models", "mock/a", "--repeats", "0"])
-    assert exit_info.value.code == 2
-
-
-def test_params_are_parsed_as_json_when_they_can_be() -> None:
-    params = parse_params([
-        "temperature=0.2", "max_tokens=50", "logprobs=true", "seed=null", "stop=[\"\\n\", \"END\"]",
-        'response_format={"type": "json_object"}', "user=alice", "note=two words", 'quoted="42"', "empty=",
-    ])
-    assert params == {
-        "temperature": 0.2, "max_tokens": 50, "logprobs": True, "seed": None, "stop": ["\n", "END"],
-        "response_format": {"type": "json_object"}, "user": "alice", "note": "two words", "quoted": "42", "empty": "",
-    }
-    with pytest.raises(StudyError, match="messages"):
-        parse_params(["messages=[]"])
-
-
-def test_plan_interleaves_models_and_hashes_what_is_asked(tmp_path: Path) -> None:
-    items = load_prompts(write_jsonl(tmp_path / "p.jsonl", PROMPTS[:2]))
-    calls = plan_calls(items, ["m1", "m2"], 2, {"temperature": 0})
-    assert [(c.item.index, c.repeat, c.model) for c in calls[:4]] == [(0, 0, "m1"), (0, 0, "m2"), (0, 1, "m1"), (0, 1, "m2")]
-    assert len(calls) == 8 and len({c.key for c in calls}) == 8
-    assert calls[0].input_hash == calls[3].input_hash != calls[4].input_hash
-    assert plan_calls(items, ["m1"], 1, {"temperature": 1})[0].input_hash != calls[0].input_hash
-    assert runner.default_name("/x/My prompts (v2).jsonl") == "My-prompts-v2"
-
-
-def test_metadata_header_is_ascii_json_and_stays_small(tmp_path: Path) -> None:
-    items = load_prompts(write_jsonl(tmp_path / "p.jsonl", [
-        {"prompt": "x", "lang": "français", "item": "mine", "long": "y" * 20_000, "after": 1},
-    ]))
-    call = plan_calls(items, ["m"], 1, {})[0]
-    value, omitted = metadata_header("s1", "run1", call)
-    assert value.isascii() and len(value) < plan.METADATA_HEADER_LIMIT + 200
-    meta = json.loads(value)
-    assert meta == {"study": "s1", "run": "run1", "item": 0, "repeat": 0, "input_hash": call.input_hash,
-                    "lang": "français", "after": 1, "omitted_fields": ["item", "long"]}
-    assert omitted == ["item", "long"]
 
 
 # --------------------------------------------------------------------------------------
@@ -288,116 +133,6 @@ def test_failed_calls_are_run_again_by_resume(
     assert upstream.count() == 2 and upstream.count(flaky) == 2  # only the two that failed
     rows = study_rows(clean_env / "log.db", "p")
     assert set(keys(rows)) == expected_keys(3, models, 1) and max(keys(rows).values()) == 1
-
-
-# --------------------------------------------------------------------------------------
-# Ctrl-C and --resume, the real CLI in a subprocess against the fake upstream
-# --------------------------------------------------------------------------------------
-
-
-def study_command() -> list[str]:
-    """`python -m proxy study` once the CLI has the command; the module's own entry until then."""
-    from proxy.cli import build_parser
-
-    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    if "study" in commands.choices:
-        return [sys.executable, "-m", "proxy", "study"]
-    return [sys.executable, "-m", "analytics.runner"]
-
-
-def test_ctrl_c_keeps_what_finished_and_resume_runs_only_the_rest(tmp_path: Path, upstream) -> None:
-    slow = [unique("slow-a"), unique("slow-b")]  # 300 ms per call at the fake upstream
-    models = [f"openai/{m}" for m in slow]
-    write_jsonl(tmp_path / "p.jsonl", PROMPTS)
-    db = tmp_path / "log.db"
-    env = minimal_env(provider_env(upstream, openai=fake_key()))
-    args = [*study_command(), "p.jsonl", "--models", ",".join(models), "--repeats", "2", "--concurrency", "2",
-            "--name", "ctrl-c", "--db", str(db)]
-    total = 3 * 2 * 2
-
-    process = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        Log(db).wait_count(3, timeout=15)  # a few calls finished and are in the log
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=15)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == 130, err
-    assert "Traceback" not in err, err
-    rows = study_rows(db, "ctrl-c")
-    done = keys(rows)
-    assert 3 <= len(done) < total, err
-    assert sum(r["status_code"] == 200 for r in rows) == len(done)  # one success row per finished call
-    assert "Interrupted" in err and f"{total - len(done)} of the study's {total} calls are still to do" in err
-    assert "--name ctrl-c" in err and "--resume" in err
-    assert all(m in out for m in models), out  # the comparison so far
-
-    upstream.clear()
-    finished = subprocess.run([*args, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
-    assert finished.returncode == 0, finished.stderr
-    assert f"{len(done)} already in the log, {total - len(done)} to run" in finished.stderr
-    assert upstream.count() == total - len(done)  # only the missing calls reached the upstream
-    rows = study_rows(db, "ctrl-c")
-    assert set(keys(rows)) == expected_keys(3, models, 2) and max(keys(rows).values()) == 1
-    assert sum(r["status_code"] == 200 for r in rows) == total
-    assert len({json.loads(r["metadata"])["run"] for r in rows}) == 2  # two runs, one study
-
-
-# --------------------------------------------------------------------------------------
-# A running proxy (--base-url)
-# --------------------------------------------------------------------------------------
-
-CLIENTS_CONFIG = """
-[clients]
-alice = { key_env = "ALICE_PROXY_KEY" }
-"""
-
-
-def test_base_url_mode_goes_through_a_running_proxy(
-    proxy_factory, upstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    alice = fake_key("sk-proxy-alice")
-    server = proxy_factory(env=provider_env(upstream, openai=fake_key(), ALICE_PROXY_KEY=alice), config=CLIENTS_CONFIG)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("STUDY_QUERY_LLM_API_KEY", raising=False)
-    write_jsonl(tmp_path / "p.jsonl", PROMPTS[:2])
-    models = [f"openai/{unique('net-a')}", f"openai/{unique('net-b')}"]
-    args = ["p.jsonl", "--models", ",".join(models), "--name", "remote", "--base-url", server.v1]
-
-    # A wrong proxy key: every model fails its first call with 401 and the rest is skipped.
-    assert runner.main([*args, "--api-key", "wrong"]) == 1
-    err = capsys.readouterr().err
-    assert "HTTP 401" in err and "2 skipped" in err
-    assert upstream.count() == 0
-
-    monkeypatch.setenv("STUDY_QUERY_LLM_API_KEY", alice)
-    assert runner.main([*args, "--db", str(server.db_path), "--resume"]) == 0
-    out, err = capsys.readouterr()
-    assert "0 already in the log, 4 to run" in err
-    assert all(m in out for m in models), out
-    assert upstream.count() == 4
-    for request in upstream.requests:
-        assert "x-study-metadata" not in request.headers and "metadata" not in request.json
-        assert request.headers["authorization"] != f"Bearer {alice}"  # the proxy key stays at the proxy
-    rows = [r for r in study_rows(server.db_path, "remote") if r["status_code"] == 200]
-    assert set(keys(rows)) == expected_keys(2, models, 1)
-    assert all(r["client"] == "alice" and r["session_id"] == "remote" for r in rows)
-
-    # Resume reads the running proxy's log: nothing left to do.
-    upstream.clear()
-    assert runner.main([*args, "--db", str(server.db_path), "--resume"]) == 0
-    assert "Nothing to run" in capsys.readouterr().err and upstream.count() == 0
-
-
-def test_unreachable_proxy_stops_the_run(clean_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from conftest import free_port
-
-    write_jsonl(clean_env / "p.jsonl", PROMPTS)
-    code = runner.main(["p.jsonl", "--models", "m", "--base-url", f"http://127.0.0.1:{free_port()}/v1"])
-    err = capsys.readouterr().err
-    assert code == 1 and "cannot reach the proxy at http://127.0.0.1:" in err and "Traceback" not in err
 
 
 # --------------------------------------------------------------------------------------

@@ -2,9 +2,7 @@
 writer thread and its pragmas, private files."""
 
 import asyncio
-import os
 import re
-import socket
 import sqlite3
 import threading
 import time
@@ -15,23 +13,13 @@ import orjson
 import pytest
 from sqlalchemy import event
 
+from postgres_helpers import POSTGRES_URL, needs_postgres
 from proxy import record as record_module
 from proxy.record import CallRecord, new_request_id
 from proxy.log_writer import is_row_error
 from proxy.store import Store
 from proxy.store.engine import WAL_AUTOCHECKPOINT_PAGES
 from proxy.store.writer import SQLiteWriter
-
-POSTGRES_URL = os.environ.get("STUDY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def postgres_listening() -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", 5432), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
-
 
 def batch(n: int, attempts_each: int = 1, start: int = 0) -> tuple[list[dict], list[dict]]:
     runs, attempt_rows = [], []
@@ -266,7 +254,7 @@ def test_an_in_memory_database_is_written_through_the_engine():
     assert asyncio.run(go()) == [3, 6, 3]
 
 
-@pytest.mark.skipif(not postgres_listening(), reason="no PostgreSQL on 127.0.0.1:5432")
+@needs_postgres
 def test_idempotent_writes_on_postgres():
     async def go():
         store = Store(POSTGRES_URL)
