@@ -24,7 +24,7 @@ from conftest import ProxyServer, fake_key, minimal_env, provider_env, sse_data,
 from redis_helpers import REDIS_URL, needs_redis, prefixed_keys, redis_config, redis_prefix  # noqa: F401
 from test_e2e_kill import load_then_kill
 from test_e2e_metrics import scrape, value
-from test_postgres import POSTGRES_URL, postgres_listening
+from postgres_helpers import POSTGRES_URL, needs_postgres
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -259,7 +259,7 @@ def test_an_answer_cached_by_one_worker_is_a_hit_on_every_worker_through_redis(p
     stop_cleanly(proxy)
 
 
-@pytest.mark.skipif(not postgres_listening(), reason="no PostgreSQL on 127.0.0.1:5432")
+@needs_postgres
 def test_workers_share_a_postgres_log(proxy_factory):
     proxy = proxy_factory(extra_args=["--workers", "2", "--database-url", POSTGRES_URL])
     assert len(answering_pids(proxy, 2)) == 2
