@@ -339,7 +339,8 @@ class ProxyAPI:
             if record.attempts and not self.caller.providers[record.attempts[-1].provider].config.responses:
                 record.notes.append(f"translated to chat/completions: `{record.provider}` has no Responses API")
             self.responses.remember(record)
-        self.metrics.observe(record)
+        # Counted at the next turn of the loop, once the answer is written: none waits for it.
+        asyncio.get_running_loop().call_soon(self.metrics.observe, record)
         self.recorder.submit(record)
 
     def study_headers(self, record: CallRecord) -> dict[str, str]:

@@ -125,7 +125,7 @@ class Metrics:
     # -- per request -----------------------------------------------------------------------
 
     def observe(self, record: CallRecord) -> None:
-        """Count one finished request (called once per record, before the recorder gets it)."""
+        """Count one finished request (called once per record, as the recorder gets it)."""
         self._submitted.append(time.monotonic())
         provider = record.provider or ""
         model = self.models(record.model)

@@ -52,7 +52,7 @@ def test_single_flight_makes_one_call_for_concurrent_identical_keys():
     assert sorted(r[1] for r in results) == [False] * 7 + [True]
 
 
-def test_a_cancelled_caller_does_not_cancel_the_shared_call():
+def test_a_follower_cancelled_does_not_cancel_the_shared_call():
     async def go():
         flights = SingleFlight()
         finished = []
@@ -65,10 +65,33 @@ def test_a_cancelled_caller_does_not_cancel_the_shared_call():
         leader = asyncio.create_task(flights.run(b"k", work))
         await asyncio.sleep(0)
         follower = asyncio.create_task(flights.run(b"k", work))
+        other = asyncio.create_task(flights.run(b"k", work))
         await asyncio.sleep(0.01)
-        leader.cancel()
-        result = await follower
-        return result, finished
+        follower.cancel()
+        return await leader, await other, finished
 
-    result, finished = asyncio.run(go())
-    assert result == ("answer", False) and finished == [1]
+    led, followed, finished = asyncio.run(go())
+    assert (led, followed, finished) == (("answer", True), ("answer", False), [1])
+
+
+def test_the_leaders_failure_reaches_every_follower_and_its_cancellation_cuts_them():
+    async def go(fail: BaseException):
+        flights = SingleFlight()
+
+        async def work():
+            await asyncio.sleep(0.02)
+            raise fail
+
+        leader = asyncio.create_task(flights.run(b"k", work))
+        await asyncio.sleep(0)
+        followers = [asyncio.create_task(flights.run(b"k", work)) for _ in range(3)]
+        if isinstance(fail, asyncio.CancelledError):
+            await asyncio.sleep(0.01)
+            leader.cancel()  # the server's shutdown cancels every request's task
+        results = await asyncio.gather(leader, *followers, return_exceptions=True)
+        return results, len(flights)
+
+    results, left = asyncio.run(go(ValueError("upstream bug")))
+    assert [type(r) for r in results] == [ValueError] * 4 and left == 0
+    results, left = asyncio.run(go(asyncio.CancelledError()))
+    assert [type(r) for r in results] == [asyncio.CancelledError] * 4 and left == 0
