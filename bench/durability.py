@@ -51,8 +51,7 @@ sys.path.insert(0, str(BENCH))
 import clients  # noqa: E402
 from measure import WRK_POST, med, pct, rotate, wrk  # noqa: E402
 from procs import (  # noqa: E402
-    LOAD_CPU, PINNING, PROXY_CPU, PY, ROOT, Process, clean_env, free_port, http_get, log, machine_info, pinned,
-    settle, wait_http,
+    LOAD_CPU, PROXY_CPU, PY, ROOT, Process, clean_env, free_port, http_get, log, machine_info, pinned, script_scratch, settle, wait_http,
 )
 from servers import Upstream  # noqa: E402
 from targets import RUN_ID, Target  # noqa: E402
@@ -241,10 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     args.rounds = args.rounds or (3 if args.quick else 9)
     args.calls = args.calls or (1000 if args.quick else 3000)
-    if PINNING:
-        os.sched_setaffinity(0, {int(LOAD_CPU)})
-    tmp = BENCH / "results" / f"tmp-durability-{os.getpid()}"
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp = script_scratch("durability")
     results: dict[str, Any] = {"machine": machine_info(), "loadavg_start": [round(x, 2) for x in os.getloadavg()],
                                "command": " ".join(["python bench/durability.py", *(argv if argv is not None else sys.argv[1:])])}
     started = time.monotonic()

@@ -40,6 +40,16 @@ def free_port() -> int:
 PINNING = bool(shutil.which("taskset")) and (os.cpu_count() or 1) >= 2
 
 
+def script_scratch(label: str) -> Path:
+    """A side script's start: itself pinned to the load generator's core (where pinning is
+    possible), and a scratch directory of its own under bench/results/."""
+    if PINNING:
+        os.sched_setaffinity(0, {int(LOAD_CPU)})
+    tmp = ROOT / "bench" / "results" / f"tmp-{label}-{os.getpid()}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    return tmp
+
+
 def pinned(cpu: str) -> list[str]:
     return ["taskset", "-c", cpu] if PINNING else []
 

@@ -41,7 +41,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import clients  # noqa: E402
-from procs import LOAD_CPU, PINNING, PROXY_CPU, PY, ROOT, Process, clean_env, free_port, pinned, wait_http  # noqa: E402
+from procs import (  # noqa: E402
+    PINNING, PROXY_CPU, PY, ROOT, Process, clean_env, free_port, pinned, script_scratch, wait_http,
+)
 from servers import Upstream  # noqa: E402
 
 UPSTREAM_MS = 50
@@ -140,10 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "redis_flight.json"))
     args = parser.parse_args(argv)
-    if PINNING:
-        os.sched_setaffinity(0, {int(LOAD_CPU)})
-    tmp = ROOT / "bench" / "results" / f"tmp-flight-{os.getpid()}"
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp = script_scratch("flight")
     prefix = f"bench-flight-{RUN}:"
     upstream = Upstream(tmp)
     try:

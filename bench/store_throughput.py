@@ -25,7 +25,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from measure import wrk  # noqa: E402
-from procs import LOAD_CPU, PINNING, PROXY_CPU, PY, ROOT, Process, clean_env, free_port, http_get, pinned, wait_http  # noqa: E402
+from procs import (  # noqa: E402
+    PINNING, PROXY_CPU, PY, ROOT, Process, clean_env, free_port, http_get, pinned, script_scratch, wait_http,
+)
 from servers import Upstream  # noqa: E402
 
 CONNECTIONS = 32
@@ -72,10 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--postgres-url", default=os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "store_throughput.json"))
     args = parser.parse_args(argv)
-    if PINNING:
-        os.sched_setaffinity(0, {int(LOAD_CPU)})
-    tmp = ROOT / "bench" / "results" / f"tmp-store-{os.getpid()}"
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp = script_scratch("store")
     name = f"bench_store_{uuid.uuid4().hex[:8]}"
     base, _, _ = args.postgres_url.rpartition("/")
     asyncio.run(_admin(args.postgres_url, f"CREATE DATABASE {name}"))

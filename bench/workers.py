@@ -25,7 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from measure import wrk  # noqa: E402
-from procs import LOAD_CPU, PINNING, PY, ROOT, Process, clean_env, cpu_seconds, free_port, wait_http  # noqa: E402
+from procs import PINNING, PY, ROOT, Process, clean_env, cpu_seconds, free_port, script_scratch, wait_http  # noqa: E402
 from servers import Upstream  # noqa: E402
 
 BODY = json.dumps({"model": "openai/bench-model", "max_tokens": 16,
@@ -74,10 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "workers.json"))
     args = parser.parse_args(argv)
-    if PINNING:
-        os.sched_setaffinity(0, {int(LOAD_CPU)})
-    tmp = ROOT / "bench" / "results" / f"tmp-workers-{os.getpid()}"
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp = script_scratch("workers")
     legs = [(w, c) for c in CONNECTIONS for w in WORKERS]
     runs: dict[str, list[dict[str, Any]]] = {f"{w}w-{c}c": [] for w, c in legs}
     upstream = Upstream(tmp)
