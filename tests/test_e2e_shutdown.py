@@ -18,12 +18,14 @@ import pytest
 
 from conftest import fake_key, provider_env, unique
 
+from proxy.limits import ClientLimits
+
 pytestmark = pytest.mark.timeout(90)
 
 REQUESTS = 300
 CONCURRENCY = 32
-#: uvicorn's `timeout_graceful_shutdown` in `proxy/cli.py`.
-GRACE_PERIOD = 30.0
+#: `[server] shutdown_grace`'s default, uvicorn's graceful shutdown.
+GRACE_PERIOD = ClientLimits().shutdown_grace
 
 
 def test_sigterm_in_a_burst_exits_in_time_and_keeps_every_answered_row(proxy_factory, fake_upstream_server):
