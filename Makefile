@@ -38,9 +38,11 @@ clean:
 # --- benchmark (bench/README.md) ------------------------------------------------------------
 # `make bench` runs every scenario (about 13 minutes); BENCH_ARGS passes options to bench/run.py,
 # e.g. `make bench BENCH_ARGS="--quick --only b --targets direct,ours"`.
-# matplotlib (bench/requirements.txt) goes into .venv; LiteLLM into its own venv, pinned.
+# matplotlib (bench/requirements.txt) goes into .venv; LiteLLM into its own venv, Portkey's gateway
+# into its own node_modules (bench/.portkey, with npm), both pinned.
 BENCH_ARGS ?=
 LITELLM_VENV := bench/.venv-litellm
+PORTKEY_DIR := bench/.portkey
 
 .PHONY: bench
 
@@ -60,7 +62,18 @@ $(LITELLM_VENV)/.installed: bench/litellm/requirements.txt
 	  && touch $@ \
 	  || echo "LiteLLM could not be installed (see bench/results/litellm-install.log): the bench will skip it"
 
-bench: $(VENV)/.installed-bench $(LITELLM_VENV)/.installed
+# The same for Portkey: npm ci from bench/portkey's package.json and package-lock.json, into bench/.portkey.
+$(PORTKEY_DIR)/.installed: bench/portkey/package.json bench/portkey/package-lock.json
+	@mkdir -p bench/results $(PORTKEY_DIR)
+	@rm -f $@
+	@echo "installing Portkey's gateway into $(PORTKEY_DIR) (log: bench/results/portkey-install.log)"
+	@( cp bench/portkey/package.json bench/portkey/package-lock.json $(PORTKEY_DIR)/ \
+	  && cd $(PORTKEY_DIR) && npm ci --no-audit --no-fund ) \
+	  > bench/results/portkey-install.log 2>&1 \
+	  && touch $@ \
+	  || echo "Portkey could not be installed (see bench/results/portkey-install.log): the bench will skip it"
+
+bench: $(VENV)/.installed-bench $(LITELLM_VENV)/.installed $(PORTKEY_DIR)/.installed
 	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk; }
 	@command -v taskset >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq util-linux; }
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

@@ -27,7 +27,9 @@ class HTTPError(Exception):
     pass
 
 
-def build_request(host: str, port: int, path: str, body: bytes, auth: str | None = None) -> bytes:
+def build_request(host: str, port: int, path: str, body: bytes, auth: str | None = None,
+                  headers: dict[str, str] | None = None) -> bytes:
+    """The bytes of one POST; `headers` come last, so a target without any sends what it always sent."""
     lines = [
         f"POST {path} HTTP/1.1",
         f"Host: {host}:{port}",
@@ -37,6 +39,7 @@ def build_request(host: str, port: int, path: str, body: bytes, auth: str | None
     ]
     if auth:
         lines.append(f"Authorization: Bearer {auth}")
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 

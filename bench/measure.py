@@ -30,8 +30,10 @@ WRK_POST = BENCH / "wrk" / "post.lua"
 
 
 def wrk(url: str, body: bytes, conns: int, duration: float, auth: str | None = None,
-        stop_after: int | None = None, script: Path = WRK_POST, cpu: str = LOAD_CPU) -> dict[str, Any]:
-    env = dict(os.environ, BENCH_BODY=body.decode(), BENCH_AUTH=auth or "", BENCH_RUN_ID=f"{RUN_ID}-{unique()}")
+        stop_after: int | None = None, script: Path = WRK_POST, cpu: str = LOAD_CPU,
+        headers: dict[str, str] | None = None) -> dict[str, Any]:
+    env = dict(os.environ, BENCH_BODY=body.decode(), BENCH_AUTH=auth or "", BENCH_RUN_ID=f"{RUN_ID}-{unique()}",
+               BENCH_HEADERS="".join(f"{name}: {value}\n" for name, value in (headers or {}).items()))
     if stop_after:
         env["BENCH_STOP_AFTER"] = str(stop_after)
     seconds = max(1, math.ceil(duration))
@@ -268,13 +270,13 @@ def wrk_rounds(legs: list[Leg], conns: int, reps: int, warmup: float, settle: Se
     m = Measured()
     for leg in legs:  # warm-up (also opens the connections)
         settle()
-        run = wrk(leg.url(), leg.body(), conns, warmup, leg.target.auth)
+        run = wrk(leg.url(), leg.body(), conns, warmup, leg.target.auth, headers=leg.headers())
         m.completed_ours += run["requests"] if leg.on_ours else 0
 
     def measure(leg: Leg) -> dict[str, Any]:
         pid = pid_of(leg) if pid_of is not None else None
         before = cpu_seconds(pid) if pid else 0.0
-        run = wrk(leg.url(), leg.body(), conns, duration_for(leg), leg.target.auth)
+        run = wrk(leg.url(), leg.body(), conns, duration_for(leg), leg.target.auth, headers=leg.headers())
         if pid:
             settle()
             run["cpu_us_per_request"] = (cpu_seconds(pid) - before) / max(1, run["requests"]) * 1e6

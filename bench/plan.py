@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None, description: str = "") -> Plan:
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="short runs (1 repetition, 2 s per wrk run, fewer requests)")
     p.add_argument("--only", default=",".join(SCENARIOS), help="scenarios to run, e.g. a,b (default: all)")
-    p.add_argument("--targets", default="direct,ours,litellm", help="subset of direct,ours,litellm")
+    p.add_argument("--targets", default=",".join(TARGET_NAMES), help=f"subset of {','.join(TARGET_NAMES)}")
     p.add_argument("-c", "--concurrency", default="1,8,32,128,256", help="scenario b connection counts")
     p.add_argument("--latencies", default="0,50", help="scenario b upstream latencies in ms")
     p.add_argument("--reps", type=int, help="rounds per scenario b cell and in f's throughput part (default 3, quick 1)")
@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None = None, description: str = "") -> Plan:
         p.error(f"--only takes letters among {','.join(SCENARIOS)}, not {a.only!r}")
     targets = [t.strip() for t in a.targets.split(",") if t.strip()]
     if not set(targets) <= set(TARGET_NAMES):
-        p.error(f"--targets takes direct, ours, litellm, not {a.targets!r}")
+        p.error(f"--targets takes {', '.join(TARGET_NAMES)}, not {a.targets!r}")
     targets = [t for t in TARGET_NAMES if t in targets]
     concurrency = [int(x) for x in a.concurrency.split(",")]
     latencies = [int(x) for x in a.latencies.split(",")]

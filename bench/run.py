@@ -1,4 +1,4 @@
-"""Run the benchmark: direct to a fake upstream, through our proxy, through LiteLLM, side by side.
+"""Run the benchmark: direct to a fake upstream, through our proxy, through LiteLLM and Portkey, side by side.
 
     python bench/run.py                      # everything (about 15 minutes on 2 cores)
     python bench/run.py --quick              # short runs, for iterating (about 5 minutes)
@@ -8,7 +8,7 @@ Scenarios (see bench/README.md): a sequential latency, b concurrency sweep, c st
 d recorder alone (± a Datasette reader), e memory over 100,000 requests, f the Responses
 API (bench/scenario_responses.py).
 
-Processes and cores: the proxy under test (ours or LiteLLM, one at a time under load) is
+Processes and cores: the proxy under test (ours, LiteLLM or Portkey, one at a time under load) is
 pinned to core 0; the fake upstream, wrk, the Python clients and this script to core 1.
 Pairs are interleaved (the order of targets rotates every round) and medians of rounds
 are reported, with ratios taken per round and then the median (bench/measure.py).
@@ -36,8 +36,9 @@ import scenario_responses  # noqa: E402
 import scenarios  # noqa: E402
 from plan import SCENARIOS, Plan, parse_args  # noqa: E402
 from procs import LOAD_CPU, PINNING, Process, cpu_counters, log, machine_info, settle  # noqa: E402
-from servers import LiteLLM, OurProxy, Upstream  # noqa: E402
-from targets import Leg, Target, direct_target  # noqa: E402
+from references import REFERENCE_PROXIES, ReferenceProxy  # noqa: E402
+from servers import OurProxy, Upstream  # noqa: E402
+from targets import LABEL, REFERENCES, Leg, Target, direct_target  # noqa: E402
 
 
 class Bench:
@@ -48,8 +49,8 @@ class Bench:
         self.tmp = BENCH / "results" / f"tmp-{os.getpid()}"
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.upstream = Upstream(self.tmp)
-        self.litellm: LiteLLM | None = None
-        self.litellm_skipped: str | None = None
+        self.references: dict[str, ReferenceProxy] = {}  # started when first wanted, kept for the run
+        self.skipped: dict[str, str] = {}  # reference proxy -> why it could not run
         self.ours: OurProxy | None = None
         self.rate_seen: dict[str, float] = {}
         self.results: dict[str, Any] = {"plan": {k: (str(v) if isinstance(v, Path) else sorted(v) if isinstance(v, set) else v)
@@ -60,21 +61,22 @@ class Bench:
     def want(self, name: str) -> bool:
         return name in self.plan.targets
 
-    def get_litellm(self) -> LiteLLM | None:
-        if not self.want("litellm") or self.litellm_skipped:
+    def get_reference(self, name: str) -> ReferenceProxy | None:
+        """A reference proxy (LiteLLM, Portkey), started on first use; None if not wanted or it cannot run."""
+        if not self.want(name) or name in self.skipped:
             return None
-        if self.litellm is None:
-            log("starting LiteLLM …")
+        if name not in self.references:
+            log(f"starting {LABEL[name]} …")
             try:
-                self.litellm = LiteLLM(self.upstream, self.tmp)
-                log(f"LiteLLM {self.litellm.version} up in {self.litellm.startup_s:.1f}s (idle CPU {self.litellm.idle_cpu_percent}%)")
-                self.results["litellm"] = self.litellm.describe()
+                ref = self.references[name] = REFERENCE_PROXIES[name](self.upstream, self.tmp)
+                log(f"{LABEL[name]} {ref.version} up in {ref.startup_s:.1f}s (idle CPU {ref.idle_cpu_percent}%)")
+                self.results[name] = ref.describe()
             except Exception as exc:  # noqa: BLE001 - anything: report and go on without it
-                self.litellm_skipped = str(exc).strip()
-                log(f"LiteLLM SKIPPED: {self.litellm_skipped}")
-                self.results["litellm"] = {"skipped": self.litellm_skipped}
+                self.skipped[name] = str(exc).strip()
+                log(f"{LABEL[name]} SKIPPED: {self.skipped[name]}")
+                self.results[name] = {"skipped": self.skipped[name]}
                 return None
-        return self.litellm
+        return self.references[name]
 
     def start_ours(self, label: str) -> OurProxy | None:
         if not self.want("ours"):
@@ -84,14 +86,14 @@ class Bench:
 
     def settle(self) -> float:
         """Before a measurement: no proxy still busy with an earlier run (see `settle`)."""
-        pids = [p.proc.pid for p in (self.ours, self.litellm) if p is not None and p.proc.alive()]
+        pids = [p.proc.pid for p in (self.ours, *self.references.values()) if p is not None and p.proc.alive()]
         return settle(pids)
 
     def duration_for(self, name: str, conns: int) -> float:
         """Long enough for about 5 rounds of every connection at the target's last measured
         rate (LiteLLM at 256 connections takes ~3 s per round: a 3 s run would count one round
         and miss the requests in flight at the end), but never under --duration; at most 15 s."""
-        rate = self.rate_seen.get(name, {"direct": 20000.0, "ours": 2000.0, "litellm": 60.0}[name])
+        rate = self.rate_seen.get(name, {"direct": 20000.0, "ours": 2000.0, "litellm": 60.0, "portkey": 1000.0}[name])
         cap = 8.0 if self.plan.quick else 15.0
         return max(self.plan.duration, min(cap, 5 * conns / max(rate, 1.0)))
 
@@ -106,9 +108,10 @@ class Bench:
             found.append(direct_target(self.upstream.port))
         if ours is not None:
             found.append(ours.target)
-        lite = self.get_litellm()
-        if lite is not None:
-            found.append(lite.target)
+        for name in REFERENCES:
+            ref = self.get_reference(name)
+            if ref is not None:
+                found.append(ref.target)
         return found
 
     def finish_ours(self, ours: OurProxy | None, completed: int) -> dict[str, Any] | None:
@@ -142,12 +145,13 @@ class Bench:
                     if self.ours is not None:  # its log and rows still tell what happened
                         self.results.setdefault("failed_ours", {})[letter] = self.finish_ours(self.ours, 0)
         self.results["seconds"] = round(time.monotonic() - t0, 1)
+        self.results["upstream_served_by_tag"] = self.upstream.stats()["by_tag"]  # every target's calls reached it
         # how busy the machine was: the bench itself keeps about 2 runnable; steal is time the VM's host took
         self.results["machine"]["loadavg_at_end"] = os.getloadavg()
         spent = [b - a for a, b in zip(cpu0, cpu_counters())]
         self.results["machine"]["steal_percent"] = round(100 * spent[7] / max(1, sum(spent[:8])), 1) if len(spent) > 7 else None
-        if self.litellm is not None:
-            self.litellm.proc.stop()
+        for ref in self.references.values():
+            ref.proc.stop()
 
     def close(self) -> None:
         Process.stop_all()

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from measure import WrkBackground, med, rotate, sequential, streaming, wrk, wrk_rounds
 from procs import LOAD_CPU, PROXY_CPU, PY, Process, clean_env, free_port, log, pinned, rss_kib, wait_http
-from targets import LABEL, STREAM_CHUNKS, STREAM_GAP_MS, direct_target, legs
+from targets import LABEL, REFERENCES, STREAM_CHUNKS, STREAM_GAP_MS, direct_target, legs
 
 if TYPE_CHECKING:
     from run import Bench
@@ -67,14 +67,14 @@ def concurrency_sweep(bench: Bench) -> None:
             m = wrk_rounds(legs(bench.targets(ours), kind), conns, plan.reps, plan.warmup, bench.settle,
                            lambda leg, c=conns: bench.duration_for(leg.name, c), bench.note_rate)
             cell: dict[str, Any] = {"latency_ms": latency, "conns": conns, "targets": m.targets}
-            for key, name, base in (("ours_over_litellm", "ours", "litellm"), ("direct_over_litellm", "direct", "litellm"),
-                                    ("ours_over_direct", "ours", "direct")):
-                if name in m.rounds and base in m.rounds:  # direct÷LiteLLM: the best any proxy could do against LiteLLM
-                    cell[key] = m.ratio(name, base)
+            pairs = [("ours", "direct"), *((x, ref) for ref in REFERENCES for x in ("ours", "direct"))]
+            for name, base in pairs:  # direct÷LiteLLM, direct÷Portkey: the best any proxy could do against it
+                if name in m.rounds and base in m.rounds:
+                    cell[f"{name}_over_{base}"] = m.ratio(name, base)
             cell["ours_rows"] = bench.finish_ours(ours, m.completed_ours)
             cells.append(cell)
             parts = [f"{LABEL[n]} {v['rps']:,.0f} req/s p99 {v['p99_ms']:.1f} ms err {v['errors']}" for n, v in cell["targets"].items()]
-            ratio = f" | ours÷LiteLLM {cell['ours_over_litellm']:.1f}x" if "ours_over_litellm" in cell else ""
+            ratio = "".join(f" | ours÷{LABEL[ref]} {cell[f'ours_over_{ref}']:.1f}x" for ref in REFERENCES if f"ours_over_{ref}" in cell)
             lost = f" | rows lost {cell['ours_rows']['rows_lost']}" if cell.get("ours_rows") else ""
             log(f"  {latency:>2} ms c={conns:<3} " + " | ".join(parts) + ratio + lost)
     bench.results["b"] = {"reps": plan.reps, "duration_s": plan.duration, "cells": cells}

@@ -1,4 +1,4 @@
-"""The servers of a bench run: the fake upstream, our proxy and LiteLLM, each a child process.
+"""The servers of a bench run: the fake upstream and our proxy, each a child process (the others: references.py).
 
 Our proxy runs from this tree (`PYTHONPATH` is the repository root, whatever the venv's
 editable install points at), with full logging into a fresh SQLite file per scenario;
@@ -9,23 +9,18 @@ upstream served.
 from __future__ import annotations
 
 import json
-import secrets
 import signal
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from procs import (
-    LOAD_CPU, PINNING, PROXY_CPU, PY, ROOT, Process, clean_env, cpu_seconds, free_port, http_get, pinned, rss_kib, wait_http,
+    LOAD_CPU, PROXY_CPU, PY, ROOT, Process, clean_env, free_port, http_get, pinned, rss_kib, wait_http,
 )
 from targets import STREAM_CHUNKS, STREAM_GAP_MS, Target
 
 BENCH = Path(__file__).resolve().parent
-LITELLM_VENV = BENCH / ".venv-litellm"
-LITELLM_CONFIG = BENCH / "litellm" / "config.yaml"
-LITELLM_PIN = "1.106.12"
 #: The Responses-to-chat translation, when this tree has it (providers declared `responses = false`).
 TRANSLATION = (ROOT / "proxy" / "responses" / "translate.py").exists() or (ROOT / "proxy" / "providers" / "translated.py").exists()
 
@@ -176,50 +171,3 @@ def count_rows(db: Path) -> dict[str, Any]:
         conn.close()
     errors = sum(n for k, n in by_status.items() if k != "200")
     return {"rows": rows, "attempts": attempts, "by_status": by_status, "by_cache": by_cache, "errors": errors}
-
-
-class LiteLLM:
-    """LiteLLM's proxy, one worker, no database, pinned to core 0; its own venv."""
-
-    def __init__(self, upstream: Upstream, tmp: Path) -> None:
-        exe = LITELLM_VENV / "bin" / "litellm"
-        if not exe.exists():
-            install_log = BENCH / "results" / "litellm-install.log"
-            why = f"{exe} is missing: run `make bench` (it installs litellm[proxy]=={LITELLM_PIN} into {LITELLM_VENV.relative_to(ROOT)})"
-            if install_log.exists() and not (LITELLM_VENV / ".installed").exists():  # the install failed: say why
-                lines = install_log.read_text(errors="replace").strip().splitlines()
-                errors = [l for l in lines if "error" in l.lower()] or lines
-                why += f"; the last install attempt ended with: {' | '.join(l.strip() for l in errors[-3:])}"
-            raise RuntimeError(why)
-        self.version = subprocess.run(
-            [str(LITELLM_VENV / "bin" / "python"), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()
-        config = tmp / "litellm.yaml"
-        config.write_text(LITELLM_CONFIG.read_text().replace("UPSTREAM", upstream.base))
-        self.key = "sk-bench-" + secrets.token_hex(16)  # generated per run, never written to disk
-        self.port = free_port()
-        self.cmd = [str(exe), "--config", str(config), "--host", "127.0.0.1", "--port", str(self.port), "--num_workers", "1"]
-        # LITELLM_LOCAL_MODEL_COST_MAP: this machine has no internet; without it LiteLLM retries
-        # fetching its price list from GitHub for ~10 s at start-up, then uses the same local copy.
-        env = clean_env(LITELLM_MASTER_KEY=self.key, LITELLM_LOCAL_MODEL_COST_MAP="True")
-        self.env_note = "LITELLM_MASTER_KEY=sk-bench-<random per run>, LITELLM_LOCAL_MODEL_COST_MAP=True"
-        self.proc = Process("LiteLLM", [*pinned(PROXY_CPU), *self.cmd], tmp / "litellm.log", env=env, cwd=tmp)
-        self.startup_s = wait_http(self.port, "/health/liveliness", self.proc, timeout=180)
-        models = {"lat0": "bench-model", "lat50": "bench-model-lat50", "stream": "bench-stream"}
-        self.target = Target("litellm", self.port, dict.fromkeys(models, "/v1"), models, auth=self.key)
-        time.sleep(1.0)
-        before = cpu_seconds(self.proc.pid)
-        time.sleep(2.0)
-        self.idle_cpu_percent = round((cpu_seconds(self.proc.pid) - before) / 2.0 * 100, 1)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "command": ("taskset -c 0 " if PINNING else "") + "bench/.venv-litellm/bin/litellm --config <bench/litellm/config.yaml"
-                       " rendered> --host 127.0.0.1 --port <free port> --num_workers 1",
-            "environment": self.env_note,
-            "config": "bench/litellm/config.yaml (UPSTREAM replaced by the fake upstream's address)",
-            "startup_s": round(self.startup_s, 1),
-            "idle_cpu_percent": self.idle_cpu_percent,
-        }

@@ -1,7 +1,8 @@
-"""What the bench calls: a target (direct, ours, LiteLLM), an API on it, and a leg of a measurement.
+"""What the bench calls: a target (direct, ours, LiteLLM, Portkey), an API on it, and a leg of a measurement.
 
 A `Target` knows its port, a base path per upstream kind ("lat0", "lat50", "stream", …)
-and the model name that reaches that kind through it. An `Api` adds the endpoint, the
+and the model name that reaches that kind through it, and any request headers a kind needs
+(Portkey routes by headers: which provider, and the upstream's base URL). An `Api` adds the endpoint, the
 request body and how its stream is read, so one measurement loop serves chat/completions
 and the Responses API alike. A `Leg` is one named (target, kind, API) in interleaved rounds.
 """
@@ -11,14 +12,16 @@ from __future__ import annotations
 import itertools
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import clients
 
-#: The three targets, in the order tables and logs list them, and their names there.
-TARGET_NAMES = ("direct", "ours", "litellm")
-LABEL = {"direct": "direct", "ours": "ours", "litellm": "LiteLLM"}
+#: The four targets, in the order tables and logs list them, and their names there.
+TARGET_NAMES = ("direct", "ours", "litellm", "portkey")
+LABEL = {"direct": "direct", "ours": "ours", "litellm": "LiteLLM", "portkey": "Portkey"}
+#: The proxies we compare ours with (bench/references.py), each installed apart and skippable.
+REFERENCES = ("litellm", "portkey")
 STREAM_CHUNKS, STREAM_GAP_MS = 50, 2
 #: "#N#" is replaced per request (wrk: bench/wrk/post.lua; Python clients: Target.request), so that
 #: every request is unique: no cache or merging of identical concurrent requests can answer it.
@@ -50,6 +53,10 @@ class Target:
     bases: dict[str, str]  # kind ("lat0", "lat50", "stream", …) -> path up to and including /v1
     models: dict[str, str]
     auth: str | None = None
+    headers: dict[str, dict[str, str]] = field(default_factory=dict)  # kind -> extra request headers
+
+    def headers_for(self, kind: str) -> dict[str, str]:
+        return self.headers.get(kind, {})
 
     def path(self, kind: str, api: Api = CHAT) -> str:
         return f"{self.bases[kind]}/{api.endpoint}"
@@ -66,7 +73,7 @@ class Target:
     def request(self, kind: str, stream: bool = False, api: Api = CHAT) -> bytes:
         """One request, its body made unique."""
         body = self.body(kind, stream, api).replace(b"#N#", f"{RUN_ID}-py-{unique()}".encode())
-        return clients.build_request("127.0.0.1", self.port, self.path(kind, api), body, self.auth)
+        return clients.build_request("127.0.0.1", self.port, self.path(kind, api), body, self.auth, self.headers_for(kind))
 
     def requests(self, kind: str, count: int, stream: bool = False, api: Api = CHAT) -> list[bytes]:
         return [self.request(kind, stream, api) for _ in range(count)]
@@ -100,6 +107,9 @@ class Leg:
 
     def body(self) -> bytes:
         return self.target.body(self.kind, api=self.api)
+
+    def headers(self) -> dict[str, str]:
+        return self.target.headers_for(self.kind)
 
     def requests(self, count: int, stream: bool = False) -> list[bytes]:
         return self.target.requests(self.kind, count, stream, self.api)

@@ -4,6 +4,7 @@
 --   BENCH_BODY        the request body; "#N#" in it is replaced per request (see below)
 --   BENCH_RUN_ID      a prefix that makes the bodies of this run unique
 --   BENCH_AUTH        optional bearer token (sent as "Authorization: Bearer ...")
+--   BENCH_HEADERS     optional extra request headers, "Name: value" lines (Portkey routes by them)
 --   BENCH_STOP_AFTER  optional: stop after this many responses (wrk -t1 only; the
 --                     requests in flight at that moment are abandoned)
 -- Output: one line "BENCHJSON {...}" with counts, errors and latency percentiles (µs).
@@ -28,6 +29,12 @@ end
 local auth = os.getenv("BENCH_AUTH")
 if auth and auth ~= "" then
   wrk.headers["Authorization"] = "Bearer " .. auth
+end
+for line in (os.getenv("BENCH_HEADERS") or ""):gmatch("[^\n]+") do
+  local name, value = line:match("^([^:]+):%s*(.*)$")
+  if name then
+    wrk.headers[name] = value
+  end
 end
 
 local stop_after = tonumber(os.getenv("BENCH_STOP_AFTER") or "")
