@@ -8,14 +8,13 @@ from typing import Any
 import scenario_responses
 from report_format import f, n, rows_line
 from report_goals import targets_table
-from targets import LABEL, TARGET_NAMES
+from targets import LABEL, REFERENCES, TARGET_NAMES
 
 
 def markdown(r: dict[str, Any]) -> str:
     """The whole results text, from a run's results (or the results.json of one)."""
     m = r.get("machine", {})
     plan = r.get("plan", {})
-    lite = r.get("litellm", {})
     out: list[str] = []
     w = out.append
     w(f"Run {r.get('started', '?')} in {r.get('seconds', 0):.0f} s; "
@@ -28,15 +27,19 @@ def markdown(r: dict[str, Any]) -> str:
       + (f"; CPU steal over the run {m['steal_percent']} %" if m.get("steal_percent") is not None else "") + ". "
       f"Pinning: {m.get('pinning', '?')}. Proxy code: {m.get('commit', '?')}.")
     w("")
-    if "skipped" in lite:
-        w(f"**LiteLLM was skipped:** {lite['skipped']}")
-    elif lite:
-        w(f"LiteLLM {lite['version']}: `{lite['command']}`, environment {lite['environment']}; {lite['config']}; "
-          f"no database, cache or callbacks, its default settings otherwise (one worker, uvicorn). "
-          f"Up in {lite['startup_s']} s; idle CPU while the others ran: {lite['idle_cpu_percent']} %.")
-    w("")
+    for ref in REFERENCES:
+        desc = r.get(ref)
+        if not desc:
+            continue
+        if "skipped" in desc:
+            w(f"**{LABEL[ref]} was skipped:** {desc['skipped']}")
+        else:  # results.json files from before Portkey have no "settings": LiteLLM's were these
+            settings = desc.get("settings", "no database, cache or callbacks, its default settings otherwise (one worker, uvicorn)")
+            w(f"{LABEL[ref]} {desc['version']}: `{desc['command']}`, environment {desc['environment']}; {desc['config']}; "
+              f"{settings}. Up in {desc['startup_s']} s; idle CPU while the others ran: {desc['idle_cpu_percent']} %.")
+        w("")
     w("Ours: `python -m proxy serve --no-ui --log-level warning --db <fresh SQLite file> --config <providers>`, full logging, "
-      "one process, a fresh database per scenario (per cell in b).")
+      "one process, a fresh database per scenario (per cell in b). Neither LiteLLM nor Portkey keeps a log of the calls here.")
     w("")
     for letter, trace in r.get("failed", {}).items():
         w(f"**Scenario {letter} failed:** `{trace.strip().splitlines()[-1]}` (traceback in results.json).")
@@ -79,15 +82,21 @@ def markdown(r: dict[str, Any]) -> str:
         w("")
         cells = b["cells"]
         names = [x for x in TARGET_NAMES if any(x in c["targets"] for c in cells)]
-        w("| upstream | conns | " + " | ".join(f"{LABEL[x]} req/s" for x in names)
-          + " | ours/direct | ours÷LiteLLM | ceiling: direct÷LiteLLM | p50 ms " + "/".join(LABEL[x] for x in names)
+        refs = [x for x in REFERENCES if x in names] or ["litellm"]
+        w("| upstream | conns | " + " | ".join(f"{LABEL[x]} req/s" for x in names) + " | ours/direct | "
+          + " | ".join(f"ours÷{LABEL[x]} | ceiling: direct÷{LABEL[x]}" for x in refs) + " | p50 ms " + "/".join(LABEL[x] for x in names)
           + " | p99 ms " + "/".join(LABEL[x] for x in names) + " | errors " + "/".join(LABEL[x] for x in names) + " | rows lost |")
-        w("|---" * (2 + len(names) + 7) + "|")
+        w("|---" * (2 + len(names) + 5 + 2 * len(refs)) + "|")
+
+        def times(key: str, cell: dict[str, Any], bold: bool = False) -> str:
+            mark = "**" if bold else ""
+            return f"{mark}{f(cell.get(key), 1)}{'×' if key in cell else ''}{mark}"
+
         for c in cells:
             tg = c["targets"]
             row = f"| {c['latency_ms']} ms | {c['conns']} | " + " | ".join(n(tg[x]["rps"]) if x in tg else "–" for x in names)
-            row += f" | {f(c.get('ours_over_direct'))} | **{f(c.get('ours_over_litellm'), 1)}{'×' if 'ours_over_litellm' in c else ''}**"
-            row += f" | {f(c.get('direct_over_litellm'), 1)}{'×' if 'direct_over_litellm' in c else ''}"
+            row += f" | {f(c.get('ours_over_direct'))}"
+            row += "".join(f" | {times(f'ours_over_{x}', c, bold=True)} | {times(f'direct_over_{x}', c)}" for x in refs)
             row += " | " + " / ".join(f(tg[x]["p50_ms"], 2) if x in tg else "–" for x in names)
             row += " | " + " / ".join(f(tg[x]["p99_ms"], 2) if x in tg else "–" for x in names)
             row += " | " + " / ".join(n(tg[x]["errors"]) if x in tg else "–" for x in names)
@@ -98,8 +107,8 @@ def markdown(r: dict[str, Any]) -> str:
         w("Each wrk run lasts at least the duration above and long enough for about five rounds of every connection at the "
           "target's last measured rate (up to 15 s: LiteLLM at 128 and 256 connections), and starts only once no proxy is still "
           "busy with an earlier run (LiteLLM works through the requests wrk abandoned at the end of a run). "
-          "ours/direct, ours÷LiteLLM and direct÷LiteLLM are the medians of the per-round ratios; direct÷LiteLLM is the "
-          "most any proxy could reach against LiteLLM in that row (with a 50 ms upstream and few connections, the upstream "
+          "ours/direct, ours÷LiteLLM, direct÷LiteLLM (and the same for Portkey) are the medians of the per-round ratios; "
+          "direct÷LiteLLM is the most any proxy could reach against LiteLLM in that row (with a 50 ms upstream and few connections, the upstream "
           "sets the pace, so no proxy can be 25× LiteLLM there).  Rows lost: answers the load generator "
           "received without a row in the log, plus upstream calls without an `attempts` row (must be 0). Requests still in "
           "flight when wrk stops are logged too (as client disconnects), so the log may hold up to `conns` rows more per run.")

@@ -19,7 +19,7 @@ def plot(r: dict[str, Any], path: Path) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError as exc:
         return f"no plot: {exc} (pip install -r bench/requirements.txt)"
-    colors = {"direct": "#888888", "ours": "#1f77b4", "litellm": "#d62728", "translated": "#9ecae1"}
+    colors = {"direct": "#888888", "ours": "#1f77b4", "litellm": "#d62728", "portkey": "#2ca02c", "translated": "#9ecae1"}
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
     cells = r.get("b", {}).get("cells", [])
     for ax, latency in ((axes[0][0], 0), (axes[0][1], 50)):
