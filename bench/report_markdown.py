@@ -158,22 +158,36 @@ def markdown(r: dict[str, Any]) -> str:
 
     e = r.get("e")
     if e:
-        w(f"### e. Memory: RSS of our proxy over {e['requests']:,} requests (32 connections, 0 ms upstream)")
-        w("")
-        w("| requests | " + " | ".join(f"{s['requests']:,}" for s in e["samples"][:: max(1, len(e['samples']) // 10)]) + " |")
-        w("|---" * (1 + len(e["samples"][:: max(1, len(e['samples']) // 10)])) + "|")
-        w("| RSS, MiB | " + " | ".join(f(s["rss_kib"] / 1024 if s["rss_kib"] else None, 1) for s in e["samples"][:: max(1, len(e['samples']) // 10)]) + " |")
-        w("")
-        w(f"RSS {f(e['rss_mark_kib'] / 1024 if e['rss_mark_kib'] else None, 1)} MiB at {e['mark_requests']:,} requests, "
-          f"{f(e['rss_end_kib'] / 1024 if e['rss_end_kib'] else None, 1)} MiB at {e['requests']:,}: **{f(e['growth_percent'], 1)} %**; "
-          f"{n(e['rps'])} req/s over the run, {e['errors']} errors.")
-        w("")
-        w(rows_line(e.get("ours_rows")))
-        w("")
+        out += memory_section(e)
     if r.get("f"):
         out += scenario_responses.markdown(r["f"], f, rows_line)
     w("![req/s, latency and memory](bench.png)")
     return "\n".join(out) + "\n"
+
+
+def memory_section(e: dict[str, Any]) -> list[str]:
+    """Scenario e: a row of RSS per proxy measured (ours first, when it ran), then a line on each one's growth."""
+    runs = ([("ours", e)] if "samples" in e else []) + list(e.get("references", {}).items())
+    if not runs:
+        return []
+    first = runs[0][1]
+    step = max(1, len(first["samples"]) // 10)
+    lines = [f"### e. Memory: RSS over {first['requests']:,} requests (32 connections, 0 ms upstream)", "",
+             "| requests | " + " | ".join(f"{s['requests']:,}" for s in first["samples"][::step]) + " |",
+             "|---" * (1 + len(first["samples"][::step])) + "|"]
+    for name, run in runs:
+        lines.append(f"| RSS of {LABEL[name]}, MiB | "
+                     + " | ".join(f(s["rss_kib"] / 1024 if s["rss_kib"] else None, 1) for s in run["samples"][::step]) + " |")
+    lines.append("")
+    for name, run in runs:
+        mark, end = run["rss_mark_kib"], run["rss_end_kib"]
+        lines.append(f"{LABEL[name]}: RSS {f(mark / 1024 if mark else None, 1)} MiB at {run['mark_requests']:,} requests, "
+                     f"{f(end / 1024 if end else None, 1)} MiB at {run['requests']:,}: **{f(run['growth_percent'], 1)} %**; "
+                     f"{n(run['rps'])} req/s over the run, {run['errors']} errors.")
+        lines.append("")
+    if "samples" in e:
+        lines += [rows_line(e.get("ours_rows")), ""]
+    return lines
 
 
 def side_by_side(

@@ -73,13 +73,17 @@ def plot(r: dict[str, Any], path: Path) -> str | None:
         ax.set_visible(False)
     ax = axes[1][1]
     e = r.get("e")
-    if e:
-        s = [x for x in e["samples"] if x["rss_kib"]]
-        ax.plot([x["requests"] for x in s], [x["rss_kib"] / 1024 for x in s], "o-", color=colors["ours"], label="ours")
+    runs = ([("ours", e)] if e and "samples" in e else []) + list((e or {}).get("references", {}).items())
+    if runs:
+        for name, run in runs:
+            s = [x for x in run["samples"] if x["rss_kib"]]
+            ax.plot([x["requests"] for x in s], [x["rss_kib"] / 1024 for x in s], "o-", color=colors[name],
+                    label=f"{LABEL[name]} ({f(run['growth_percent'], 1)} % from {run['mark_requests']:,})")
         ax.set_ylim(bottom=0)
         ax.set_xlabel("requests")
         ax.set_ylabel("RSS, MiB")
-        ax.set_title(f"e. memory of our proxy ({f(e['growth_percent'], 1)} % from {e['mark_requests']:,} to {e['requests']:,})")
+        ax.set_title("e. memory over the run (RSS)")
+        ax.legend()
         ax.grid(True, alpha=0.3)
     else:
         ax.set_visible(False)

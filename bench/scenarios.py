@@ -13,11 +13,12 @@ import json
 import subprocess
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from measure import WrkBackground, med, rotate, sequential, streaming, wrk, wrk_rounds
 from procs import LOAD_CPU, PROXY_CPU, PY, Process, clean_env, free_port, log, pinned, rss_kib, wait_http
-from targets import LABEL, REFERENCES, STREAM_CHUNKS, STREAM_GAP_MS, direct_target, legs
+from targets import LABEL, REFERENCES, STREAM_CHUNKS, STREAM_GAP_MS, Target, direct_target, legs
 
 if TYPE_CHECKING:
     from run import Bench
@@ -159,28 +160,45 @@ def recorder_alone(bench: Bench) -> None:
 
 
 def memory(bench: Bench) -> None:
-    """e. Our proxy's RSS sampled over many requests at 32 connections: does it grow?"""
+    """e. RSS sampled over many requests at 32 connections, ours and the references fast enough for it: does it grow?"""
     plan = bench.plan
-    if not bench.want("ours"):
-        return
     total, every = plan.memory_requests, plan.memory_every
-    log(f"scenario e: RSS of our proxy over {total:,} requests at 32 connections, sampled every {every:,}")
-    ours = bench.start_ours("e")
-    assert ours is not None
-    t = ours.target
-    samples = [{"requests": 0, "rss_kib": rss_kib(ours.pid), "pending": 0}]
+    if bench.want("ours"):
+        log(f"scenario e: RSS of our proxy over {total:,} requests at 32 connections, sampled every {every:,}")
+        ours = bench.start_ours("e")
+        assert ours is not None
+        out = rss_over(ours.target, ours.pid, total, every, lambda: ours.health().get("pending") if ours.proc.alive() else None)
+        out["ours_rows"] = account = bench.finish_ours(ours, out["requests"])
+        bench.results["e"] = out
+        log(f"  ours: {rss_line(out)}, rows lost {account['rows_lost'] if account else '-'}")
+    for name in REFERENCES:
+        ref = bench.get_reference(name) if name in MEMORY_REFERENCES else None
+        if ref is None:
+            continue
+        log(f"scenario e: RSS of {LABEL[name]} over {total:,} requests at 32 connections, sampled every {every:,}")
+        bench.settle()
+        out = rss_over(ref.target, ref.proc.pid, total, every, lambda: None)
+        bench.results.setdefault("e", {}).setdefault("references", {})[name] = out
+        log(f"  {LABEL[name]}: {rss_line(out)}")
+
+
+#: The references scenario e measures too: LiteLLM makes about 50 req/s here, so 100,000 requests would take over half an hour.
+MEMORY_REFERENCES = ("portkey",)
+
+
+def rss_over(t: Target, pid: int, total: int, every: int, pending: Callable[[], int | None]) -> dict[str, Any]:
+    """wrk at 32 connections against a target, `total` answers in steps of `every`, the RSS of `pid` after each step."""
+    samples: list[dict[str, Any]] = [{"requests": 0, "rss_kib": rss_kib(pid), "pending": 0}]
     done = 0
     load_seconds = 0.0
     started = time.monotonic()
-    while done < total and ours.proc.alive():
+    while done < total and rss_kib(pid) is not None:
         # wrk stops itself after `every` answers; the 60 s bound only matters if the proxy died or crawls
-        run = wrk(t.url("lat0"), t.body("lat0"), 32, 60, stop_after=min(every, total - done))
+        run = wrk(t.url("lat0"), t.body("lat0"), 32, 60, t.auth, stop_after=min(every, total - done), headers=t.headers_for("lat0"))
         done += run["requests"]
         load_seconds += run["seconds"]
-        pending = ours.health().get("pending") if ours.proc.alive() else None
-        samples.append({"requests": done, "rss_kib": rss_kib(ours.pid), "pending": pending, "errors": run["errors"]})
+        samples.append({"requests": done, "rss_kib": rss_kib(pid), "pending": pending(), "errors": run["errors"]})
     seconds = time.monotonic() - started
-    account = bench.finish_ours(ours, done)
 
     def at(n: int) -> int | None:
         best = min(samples, key=lambda s: abs(s["requests"] - n))
@@ -189,10 +207,14 @@ def memory(bench: Bench) -> None:
     first_mark = min(10_000, total // 10)
     r10, rend = at(first_mark), samples[-1]["rss_kib"]
     growth = (rend - r10) / r10 * 100 if r10 and rend else float("nan")
-    bench.results["e"] = {
+    return {
         "requests": done, "seconds": round(seconds, 1), "rps": round(done / load_seconds, 1) if load_seconds else 0.0,
         "mark_requests": first_mark, "rss_mark_kib": r10, "rss_end_kib": rend, "growth_percent": growth,
-        "errors": sum(s.get("errors", 0) for s in samples), "samples": samples, "ours_rows": account,
+        "errors": sum(s.get("errors", 0) for s in samples), "samples": samples,
     }
-    log(f"  RSS {r10 / 1024 if r10 else 0:.1f} MiB at {first_mark:,} → {rend / 1024 if rend else 0:.1f} MiB at {done:,} "
-        f"({growth:+.1f} %), {bench.results['e']['rps']:,.0f} req/s under load, rows lost {account['rows_lost'] if account else '-'}")
+
+
+def rss_line(e: dict[str, Any]) -> str:
+    mark, end = e["rss_mark_kib"], e["rss_end_kib"]
+    return (f"RSS {mark / 1024 if mark else 0:.1f} MiB at {e['mark_requests']:,} → {end / 1024 if end else 0:.1f} MiB at "
+            f"{e['requests']:,} ({e['growth_percent']:+.1f} %), {e['rps']:,.0f} req/s under load")
