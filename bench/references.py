@@ -171,8 +171,8 @@ class Portkey(ReferenceProxy):
         return self.base_description(
             "node bench/.portkey/node_modules/@portkey-ai/gateway/build/start-server.js --port=<free port> --headless"
         ) | {
-            "environment": "none of its own",
-            "config": ("none: each request names its upstream in headers (x-portkey-provider: openai, "
+            "environment": "without variables of its own",
+            "config": ("no configuration file: each request names its upstream in headers (x-portkey-provider: openai, "
                        "x-portkey-custom-host: the fake upstream's /t-portkey/…/v1, Authorization: Bearer <any key>)"),
             "settings": ("no cache, retries or hooks, its default settings otherwise (one Node.js process, "
                          "@hono/node-server pinned to 1.14.1 by bench/portkey/package.json: later versions break its streams)"),
