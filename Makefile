@@ -36,7 +36,7 @@ clean:
 	rm -rf $(VENV) build *.egg-info
 
 # --- benchmark (bench/README.md) ------------------------------------------------------------
-# `make bench` runs every scenario (about 13 minutes); BENCH_ARGS passes options to bench/run.py,
+# `make bench` runs every scenario (about 20 minutes); BENCH_ARGS passes options to bench/run.py,
 # e.g. `make bench BENCH_ARGS="--quick --only b --targets direct,ours"`.
 # matplotlib (bench/requirements.txt) goes into .venv; LiteLLM into its own venv, Portkey's gateway
 # into its own node_modules (bench/.portkey, with npm), both pinned.
