@@ -230,11 +230,13 @@ class Supervisor:
 def _become_worker(parent: int) -> None:
     """In a freshly forked worker: the signals of a lone `serve`, and SIGTERM should the parent
     die (Linux), so that no worker outlives it unnoticed."""
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # before uvicorn takes it: nothing to drain yet
+    # The handlers first, then the mask: a SIGTERM that came since the fork is pending, and must
+    # meet SIG_DFL (nothing to drain yet), not a handler the parent had, which would swallow it.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # before uvicorn takes it
     # Ctrl-C reaches the whole process group: the parent turns it into SIGTERM for every
     # worker; uvicorn, while it runs, hears it too (and one SIGINT is a graceful stop).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:  # the parent died before prctl

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.workers import STARTUP_FAILURE, Supervisor, worker_count
+from proxy.workers import STARTUP_FAILURE, Supervisor, _become_worker, worker_count
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -85,3 +85,22 @@ def test_sigterm_stops_every_worker_and_returns_0(tmp_path):
 @pytest.mark.parametrize(("flag", "env", "expected"), [(None, None, 1), (None, " ", 1), (None, "4", 4), (2, "4", 2)])
 def test_the_flag_wins_over_the_variable(flag, env, expected):
     assert worker_count(flag, env) == expected
+
+
+def test_a_sigterm_that_comes_before_the_worker_is_set_up_still_stops_it():
+    """A stop signal sent between the fork and the worker's own signal set-up is pending (the
+    supervisor blocks it): it must end the worker, not meet a handler inherited from the parent."""
+    swallowed = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: swallowed.append(1))
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        pid = os.fork()
+        if pid == 0:
+            os.kill(os.getpid(), signal.SIGTERM)  # pending: blocked, as in a fresh worker
+            _become_worker(os.getppid())
+            os._exit(3)  # reached only if the signal was swallowed
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        signal.signal(signal.SIGTERM, previous)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM, status
