@@ -202,3 +202,37 @@ def test_a_bug_while_journaling_does_not_cost_the_rows(tmp_path, monkeypatch, ca
     submitted = asyncio.run(go())
     assert ids(tmp_path / "log.db") == submitted
     assert any("could not journal 3 log rows" in m for m in messages(caplog, logging.ERROR))
+
+
+def test_a_big_batch_is_rendered_in_slices_with_the_event_loop_turning_between_them(tmp_path, monkeypatch):
+    """No call in flight waits behind a whole batch's rendering: between two slices of
+    `RENDER_SLICE` rows, the loop runs other tasks."""
+    from proxy.backlog import RENDER_SLICE
+
+    turns: list[int] = []  # at each row rendered, how many turns the other task had seen
+    seen = 0
+    real_rows = CallRecord.rows
+    monkeypatch.setattr(CallRecord, "rows", lambda self: turns.append(seen) or real_rows(self))
+
+    async def go():
+        nonlocal seen
+        store = Store(str(tmp_path / "log.db"))
+        recorder = Recorder(store, durability="none", linger=0.05)
+        await recorder.start()
+        records = [finished(i) for i in range(5 * RENDER_SLICE)]
+        for record in records:
+            recorder.submit(record)
+        deadline = time.monotonic() + 10
+        while len(turns) < len(records) and time.monotonic() < deadline:  # the writer takes them all
+            await asyncio.sleep(0)
+            seen += 1
+        await recorder.stop()
+        await store.dispose()
+        return [r.request_id for r in records]
+
+    request_ids = asyncio.run(go())
+    assert ids(tmp_path / "log.db") == request_ids
+    slices = [turns[i:i + RENDER_SLICE] for i in range(0, len(turns), RENDER_SLICE)]
+    assert len(slices) == 5
+    assert all(len(set(s)) == 1 for s in slices)  # a slice renders without a break
+    assert len({s[0] for s in slices}) == 5  # and the loop turned between any two
