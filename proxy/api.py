@@ -92,6 +92,7 @@ class ProxyAPI:
         self.metrics = Metrics(settings.client_keys, recorder.stats, settings.metrics_dir)
 
     async def start(self) -> None:
+        self.pricer.warm()
         await self.sharing.start()
         await self.metrics.start()
 

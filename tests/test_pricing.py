@@ -38,6 +38,46 @@ def test_cached_prompt_tokens_are_cheaper():
     assert cost < 0.00045
 
 
+@pytest.mark.parametrize(("provider", "model"), [
+    ("openai", "gpt-4o-mini"), ("openai", "gpt-4.1"), ("azure", "gpt-4o"),
+    ("google", "gemini-2.5-pro"),  # tiered: a dearer rate past 200k input tokens
+])
+def test_any_token_counts_cost_exactly_what_genai_prices_says(provider, model):
+    pricer = Pricer(provider_ids={"google": "google"})
+    for prompt, cached, completion in [(0, 0, 1), (1, 0, 0), (1234, 0, 567), (150_000, 100_000, 9_999),
+                                       (250_000, 0, 1_000), (250_001, 250_001, 3), (1_999_999, 7, 123_457)]:
+        usage = {"prompt_tokens": prompt, "completion_tokens": completion,
+                 "prompt_tokens_details": {"cached_tokens": cached}}
+        expected = library(model, provider, input_tokens=prompt, cache_read_tokens=cached, output_tokens=completion)
+        assert pricer.cost(provider, [model], usage) == (expected, None), (prompt, cached, completion)
+
+
+def test_new_token_counts_do_not_ask_genai_prices_again_for_a_price_without_tiers(monkeypatch):
+    """Its arithmetic costs ~200 µs a call: the rates are read once a day per model instead."""
+    from proxy import pricing
+
+    calls = []
+    real = pricing.calc_price
+    monkeypatch.setattr(pricing, "calc_price", lambda *a, **k: calls.append(1) or real(*a, **k))
+    pricing._rates.cache_clear()
+    pricer = Pricer()
+    costs = {pricer.cost("openai", ["gpt-4o-mini"], {"prompt_tokens": n, "completion_tokens": n // 2})[0] for n in range(1, 501)}
+    assert len(costs) == 500
+    assert len(calls) <= 6  # the rates and their checks, once
+
+
+def test_warm_loads_genai_prices_data_before_the_first_call(monkeypatch):
+    from proxy import pricing
+
+    pricing._rates.cache_clear()
+    Pricer().warm()
+    calls = []
+    real = pricing.calc_price
+    monkeypatch.setattr(pricing, "calc_price", lambda *a, **k: calls.append(1) or real(*a, **k))
+    Pricer().cost("openai", ["gpt-4o-mini"], {"prompt_tokens": 12, "completion_tokens": 34})
+    assert calls == []
+
+
 def test_unknown_model_is_null_with_a_reason_and_overrides_price_it():
     cost, why = Pricer().cost("local", ["my-finetune"], {"prompt_tokens": 10, "completion_tokens": 10})
     assert cost is None and "local/my-finetune" in why and "[prices]" in why
