@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .answers import CapturedStream, WholeAnswer, passthrough_headers
+from .body_relay import RelayedBody, relayed_headers
 from .cache import request_key
 from .config import Settings
 from .errors import ProxyError
@@ -153,9 +154,14 @@ class ProxyAPI:
         record = CallRecord(endpoint_name(path))
         refused = own_path_error(path, request.method, request.url.path)
 
-        async def work(headers: dict[str, str], options: RequestOptions) -> Response:
+        async def work(headers: dict[str, str], options: RequestOptions) -> Response | RelayedBody:
             answer = await self.forwarder.forward(request, path, headers, record, options.max_attempts)
-            return self._answer(record, answer)
+            if isinstance(answer, WholeAnswer):
+                return self._answer(record, answer)
+            response = answer.response
+            headers = relayed_headers(response, {**self.study_headers(record), **passthrough_headers(response.headers)})
+            return RelayedBody(record, response, answer.attempt, headers, self.submit,
+                               idle_timeout=self.settings.timeouts.stream_idle)
 
         return await self._recorded(request, record, work, refused)
 

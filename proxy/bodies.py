@@ -35,14 +35,16 @@ def is_text(media: str) -> bool:
     return media in JSON_TYPES or media.endswith("+json") or media.startswith("text/")
 
 
-def logged_body(data: bytes, content_type: str, column: str) -> tuple[str | None, str | None]:
-    """(what the log column keeps of a forwarded body, a note for `study_notes` when it was cut)."""
-    if not data:
+def logged_body(data: bytes, content_type: str, column: str, size: int | None = None) -> tuple[str | None, str | None]:
+    """(what the log column keeps of a forwarded body, a note for `study_notes` when it was cut).
+    `size`: the body's whole length when `data` is only its beginning (a relayed answer)."""
+    size = len(data) if size is None else size
+    if not size:
         return None, None
     media = media_type(content_type)
     if is_text(media):
-        return _capped(data, column)
-    return orjson.dumps({"content_type": media or None, "bytes": len(data)}).decode(), None
+        return _capped(data, column, size)
+    return orjson.dumps({"content_type": media or None, "bytes": size}).decode(), None
 
 
 @dataclass
@@ -106,7 +108,8 @@ class ClientBody:
         and size), and a note when it was cut."""
         if not self.is_form or not self.raw:
             return logged_body(self.raw, self.media, "request_json")
-        return _capped(orjson.dumps(self._described_form()), "request_json")
+        described = orjson.dumps(self._described_form())
+        return _capped(described, "request_json", len(described))
 
     def _model_part(self) -> multipart.Part | None:
         return next((p for p in self.parts or () if p.name == "model" and p.filename is None), None)
@@ -135,8 +138,8 @@ class ClientBody:
         return {**described, "fields": fields, "files": files}
 
 
-def _capped(data: bytes, column: str) -> tuple[str, str | None]:
-    if len(data) <= LOG_CAP:
+def _capped(data: bytes, column: str, size: int) -> tuple[str, str | None]:
+    if size <= LOG_CAP:
         return data.decode("utf-8", "replace"), None
-    note = f"{column} was cut to its first {LOG_CAP} bytes, of {len(data)}"
+    note = f"{column} was cut to its first {LOG_CAP} bytes, of {size}"
     return data[:LOG_CAP].decode("utf-8", "replace"), note

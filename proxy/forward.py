@@ -3,9 +3,10 @@
 The provider is picked from the body's `model` through the Router, as for chat, and the
 body's `model` becomes the upstream model; a call without one goes to the default provider.
 The path is only ever appended to the provider's configured base URL, and a path that could
-leave it (`..`, `//`, anything outside a plain character set) is refused. Answers are read
-whole and passed back with their status and content type; cache and de-duplication do not
-apply (uploads and batch creation are not idempotent).
+leave it (`..`, `//`, anything outside a plain character set) is refused. Short text answers
+(and every error) are read whole and passed back with their status and content type; any other
+200 answer (speech, a file's content) is relayed as it comes (`proxy.body_relay`). Cache and
+de-duplication do not apply (uploads and batch creation are not idempotent).
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from starlette.requests import Request
 
 from .answers import WholeAnswer, passthrough_headers
 from .bodies import ClientBody, logged_body
+from .body_relay import relayed_unread
 from .config import Settings
 from .errors import ProxyError
 from .providers import ENDPOINTS, Provider
 from .record import CallRecord
-from .resilience import UpstreamCaller
+from .resilience import Outcome, UpstreamCaller
 from .routing import Route, Router
 from .upstream import UpstreamRequest
 from .validation import read_body
@@ -122,8 +124,9 @@ class Forwarder:
 
     async def forward(
         self, request: Request, path: str, headers: Mapping[str, str], record: CallRecord, max_attempts: int
-    ) -> WholeAnswer:
-        """The upstream's answer; ProxyError for what the proxy refuses or could not deliver."""
+    ) -> WholeAnswer | Outcome:
+        """The upstream's answer: read whole, or (an Outcome) a 200 whose body is to be relayed as
+        it comes; ProxyError for what the proxy refuses or could not deliver."""
         check_path(path)
         if request.method not in FORWARDED_METHODS:
             raise ProxyError(
@@ -149,11 +152,13 @@ class Forwarder:
 
         try:
             outcome = await self.caller.call(
-                record, routes, record.endpoint, {}, max_attempts=max_attempts, stream=False, build=build
+                record, routes, record.endpoint, {}, max_attempts=max_attempts, stream=relayed_unread, build=build
             )
         finally:
             record.upstream_model = record.upstream_model or None
-        answer = outcome.body or b""
+        if outcome.body is None:
+            return outcome  # relayed as it comes (proxy.body_relay)
+        answer = outcome.body
         content_type = outcome.response.headers.get("content-type", "")
         logged, note = logged_body(answer, content_type, "response_json")
         if note:

@@ -66,6 +66,12 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+#: Whether a 200 answer is handed over with its body unread, to be relayed as it comes: always
+#: (a stream), never (read whole within the attempt, so that a failed read is retried), or as a
+#: look at the answer's head decides (a forwarded call: `proxy.body_relay.relayed_unread`).
+Unread = bool | Callable[[UpstreamResponse], bool]
+
+
 class UpstreamCaller:
     """Sends one request along its routes, retrying each as the policy allows."""
 
@@ -82,10 +88,11 @@ class UpstreamCaller:
         payload: dict[str, Any],
         *,
         max_attempts: int,
-        stream: bool,
+        stream: Unread,
         build: RequestBuilder | None = None,
     ) -> Outcome:
         """The first final answer (success or an error not worth retrying), else the last failure.
+        `stream`: whether a 200 answer is handed over unread (see `Unread`).
 
         Raises ProxyError (502/504) when no route answered at all; after more than one attempt
         it carries `x-should-retry: false`, so that the client's SDK does not retry on top. A
@@ -129,7 +136,7 @@ class UpstreamCaller:
         provider: Provider,
         request: UpstreamRequest,
         max_attempts: int,
-        stream: bool,
+        stream: Unread,
         deadline: float,
     ) -> Outcome:
         path = urlsplit(request.url).path
@@ -139,7 +146,7 @@ class UpstreamCaller:
             try:
                 async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                     response = await provider.send(self.client, request)
-                    if stream and response.status_code == 200:
+                    if response.status_code == 200 and (stream if isinstance(stream, bool) else stream(response)):
                         return Outcome(response, attempt, None)  # relayed later; the attempt ends with it
                     body = await response.read()
             except UpstreamUnreachable as exc:

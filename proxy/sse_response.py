@@ -1,4 +1,4 @@
-"""The ASGI response for a relayed stream: forwards events, notices a client leaving, always records.
+"""The ASGI responses for relayed answers: forward as it comes, notice a client leaving, always record.
 
 Starlette's StreamingResponse may leave a generator unclosed when the client goes away
 mid-stream; this class owns the loop, so the row is written whichever way the stream ends.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 from starlette.types import Receive, Scope, Send
 
@@ -27,28 +27,26 @@ SHUT_DOWN = "the proxy shut down before the answer was complete"
 STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
-class RelayedStream:
+class Relayed:
+    """What every relayed answer shares: a client leaving is noticed at once, a shutdown that cuts
+    the answer is told apart from it, and the row is written whichever way the answer ends.
+    Subclasses relay (`_relay`) and say what the row keeps (`_fill_record`)."""
+
     def __init__(
         self,
         record: CallRecord,
         response: UpstreamResponse,
         attempt: Attempt,
-        relay: StreamRelay | ResponsesRelay,
         headers: Mapping[str, str],
         submit: Callable[[CallRecord], None],
         *,
         idle_timeout: float,
-        on_complete: Callable[[bytes, StreamRelay | ResponsesRelay], None] | None = None,
     ) -> None:
-        """`submit` takes the finished record; `on_complete` gets every byte the client received,
-        once the stream ended cleanly."""
+        """`submit` takes the finished record."""
         self.record = record
         self.idle_timeout = idle_timeout
-        self.on_complete = on_complete
-        self._sent: list[bytes] | None = [] if on_complete is not None else None
         self.response = response
         self.attempt = attempt
-        self.relay = relay
         self.submit = submit
         self.headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in {**headers, **STREAM_HEADERS}.items()]
         self._finished = False  # the last byte is on its way: a hang-up now changes nothing
@@ -87,6 +85,49 @@ class RelayedStream:
             self._client_left = True
             relay_task.cancel()
 
+    def _record(self, error: str | None) -> None:
+        if self._recorded:
+            return
+        self._recorded = True
+        self.attempt.finish(200, error)
+        self._fill_record()
+        self.record.finish(200, error)
+        self.submit(self.record)
+
+    async def _next_chunk(self, chunks: AsyncIterator[bytes]) -> bytes | None:
+        """The upstream's next bytes (None at its end); TimeoutError after `idle_timeout` of silence."""
+        async with asyncio.timeout(self.idle_timeout):
+            return await anext(chunks, None)
+
+    async def _relay(self, send: Send) -> str | None:
+        """Relay the answer to its end; return the error it ended with, if any."""
+        raise NotImplementedError
+
+    def _fill_record(self) -> None:
+        raise NotImplementedError
+
+
+class RelayedStream(Relayed):
+    """A relayed event stream (chat/completions, completions, the Responses API), event by event."""
+
+    def __init__(
+        self,
+        record: CallRecord,
+        response: UpstreamResponse,
+        attempt: Attempt,
+        relay: StreamRelay | ResponsesRelay,
+        headers: Mapping[str, str],
+        submit: Callable[[CallRecord], None],
+        *,
+        idle_timeout: float,
+        on_complete: Callable[[bytes, StreamRelay | ResponsesRelay], None] | None = None,
+    ) -> None:
+        """`on_complete` gets every byte the client received, once the stream ended cleanly."""
+        super().__init__(record, response, attempt, headers, submit, idle_timeout=idle_timeout)
+        self.relay = relay
+        self.on_complete = on_complete
+        self._sent: list[bytes] | None = [] if on_complete is not None else None
+
     async def _relay(self, send: Send) -> str | None:
         """Forward upstream events until the end; return the error the stream ended with, if any."""
         relay, sent = self.relay, self._sent
@@ -95,8 +136,7 @@ class RelayedStream:
         try:
             while True:
                 try:
-                    async with asyncio.timeout(self.idle_timeout):
-                        chunk = await anext(chunks, None)
+                    chunk = await self._next_chunk(chunks)
                 except TimeoutError:
                     error = f"upstream sent nothing for {self.idle_timeout:g}s mid-stream"
                     tail = relay.fail(error, code="upstream_stream_timeout")
@@ -123,17 +163,10 @@ class RelayedStream:
             self.on_complete(b"".join(sent) + tail, relay)
         return error
 
-    def _record(self, error: str | None) -> None:
-        if self._recorded:
-            return
-        self._recorded = True
+    def _fill_record(self) -> None:
         record, relay = self.record, self.relay
-        self.attempt.finish(200, error)
         record.answer = relay.assembled()
         record.response_text = relay.text
         record.usage = relay.usage
         if relay.first_token_at is not None:
             record.ttft_ms = round((relay.first_token_at - record.started) * 1000, 3)
-        record.finish(200, error)
-        self.submit(record)
-

@@ -6,11 +6,12 @@ answer of their kind by how the path ends, or else an echo of what the fake rece
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import struct
 from typing import TYPE_CHECKING, Any
 
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 if TYPE_CHECKING:
     from fake_routes import RecordedRequest
@@ -28,13 +29,24 @@ FAILING_MODELS_PREFIX = "/hyperbolic/v1"
 HANGING_MODELS_PREFIX = "/hang/v1"
 #: The body of every `…/audio/speech` answer (`audio/mpeg`).
 SPEECH = b"ID3\x04\x00fake-mp3" + bytes(range(256)) * 8
+#: For a `drip-*` model, speech comes in this many pieces, this many seconds apart.
+SPEECH_CHUNKS, SPEECH_GAP = 8, 0.15
+#: What a file's content (`GET …/files/{id}/content`) is made of.
+FILE_BYTE = b"\xa5"
 
 
 def forwarded_answer(recorded: RecordedRequest, headers: dict[str, str]) -> Response:
     """What the fake answers on an endpoint the proxy forwards, by the path's end."""
     path, body = recorded.path, recorded.json if isinstance(recorded.json, dict) else {}
     if path.endswith("/audio/speech"):
+        if str(body.get("model", "")).startswith("drip-"):  # generated as it is spoken
+            return dripping(SPEECH, len(SPEECH) // SPEECH_CHUNKS, SPEECH_GAP, "audio/mpeg", headers)
         return Response(SPEECH, media_type="audio/mpeg", headers=headers)
+    if recorded.method == "GET" and path.endswith("/content"):  # a file's content: ?bytes=N&gap=S&cut=K
+        size, params = int(recorded.query_params.get("bytes", "1000")), recorded.query_params
+        data = FILE_BYTE * size
+        return dripping(data, 1 << 16, float(params.get("gap", "0")), "application/octet-stream", headers,
+                        cut=int(params["cut"]) if "cut" in params else None)
     if path.endswith("/audio/transcriptions"):
         filename, _, data = recorded.files.get("file", (None, None, b""))
         return JSONResponse({"text": transcription_text(filename, len(data))}, headers=headers)
@@ -54,6 +66,20 @@ def forwarded_answer(recorded: RecordedRequest, headers: dict[str, str]) -> Resp
         "pad": "p" * int(recorded.query_params.get("pad", "0")),
     }
     return JSONResponse(echo, headers=headers)
+
+
+def dripping(data: bytes, chunk: int, gap: float, media_type: str, headers: dict[str, str],
+             cut: int | None = None) -> StreamingResponse:
+    """`data` with its Content-Length, sent `chunk` bytes at a time `gap` seconds apart; with
+    `cut`, the connection is dropped once that many bytes are out."""
+
+    async def pieces():
+        for start in range(0, len(data) if cut is None else cut, chunk):
+            if start and gap:
+                await asyncio.sleep(gap)
+            yield data[start:start + chunk if cut is None else min(start + chunk, cut)]
+
+    return StreamingResponse(pieces(), media_type=media_type, headers={**headers, "content-length": str(len(data))})
 
 
 def transcription_text(filename: str | None, size: int) -> str:
