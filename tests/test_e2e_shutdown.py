@@ -111,15 +111,16 @@ def test_a_call_still_waiting_when_the_grace_runs_out_is_answered_503(proxy_fact
     proxy = proxy_factory(env=provider_env(fake_upstream_server, openai=fake_key("sk-test-openai")),
                           config="[server]\nshutdown_grace = 1.0\n")
     answers: list[httpx.Response] = []
+    model = unique("hang")
     thread = threading.Thread(target=lambda: answers.append(httpx.post(
         proxy.v1 + "/chat/completions", timeout=30,
-        json={"model": unique("hang"), "messages": [{"role": "user", "content": "wait"}]},
+        json={"model": model, "messages": [{"role": "user", "content": "wait"}]},
     )))
     thread.start()
     deadline = time.monotonic() + 10
-    while not fake_upstream_server.requests and time.monotonic() < deadline:
+    while not fake_upstream_server.count(model) and time.monotonic() < deadline:  # earlier tests' calls are there too
         time.sleep(0.02)
-    assert fake_upstream_server.requests, "the call never reached the upstream"
+    assert fake_upstream_server.count(model), "the call never reached the upstream"
     signalled = time.monotonic()
     proxy.process.send_signal(signal.SIGTERM)
     thread.join(20)
