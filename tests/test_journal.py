@@ -281,3 +281,48 @@ def test_group_commit_syncs_many_waiters_with_few_syncs(tmp_path, monkeypatch):
         os.close(fd)
     assert synced == 50 and written[-1] == 50
     assert 2 <= count <= 15, count  # grouped: far fewer syncs than answers (each write came alone)
+
+
+def _turns_waited(active: int, answers: int) -> tuple[list[int], list[int]]:
+    """(the journal writes, each as the tickets it covered; how many turns of the loop each
+    answer's send waited), for `answers` answered in one turn with `active` calls in progress."""
+    writes: list[int] = []
+
+    async def go() -> list[int]:
+        commit = GroupCommit(lambda: writes.append(commit.queued))
+        commit.active = active
+        turns = 0
+
+        async def ticker() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+
+        async def sent(message: dict) -> None:  # the transport's write: no wait
+            return None
+
+        async def answer() -> int:
+            commit.submitted()
+            start = turns
+            await commit.durable_send(sent)({"type": "http.response.start"})
+            return turns - start
+
+        clock = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        waited = await asyncio.gather(*(answer() for _ in range(answers)))
+        clock.cancel()
+        return list(waited)
+
+    return writes, asyncio.run(go())
+
+
+def test_under_load_answers_share_one_write_and_wait_one_turn():
+    writes, waited = _turns_waited(active=32, answers=5)
+    assert writes == [5]  # the five rows of one turn, one write
+    assert max(waited) <= 1, waited  # waiting for a future took two turns: milliseconds at moderate load
+
+
+def test_with_few_calls_in_progress_each_answer_writes_its_row_at_once():
+    writes, waited = _turns_waited(active=2, answers=2)
+    assert writes == [1, 2] and waited == [0, 0]
