@@ -12,7 +12,10 @@ round (req/s, p50, p99), each run once no proxy uses CPU any more; a mode's req/
 by `none`'s per round, and the table shows the medians of those ratios and of the figures.
 Then --calls sequential calls go to each mode on a keep-alive connection each, one call to
 each mode in turn (the order rotating), so that the machine's drift from one second to the
-next weighs on all modes alike; "added p50" is a mode's p50 minus `none`'s.
+next weighs on all modes alike; "added p50" is a mode's p50 minus `none`'s. Paced: the same
+rounds with each connection waiting --pace-ms before each call (wrk's `delay()`), so that the
+32 connections offer about half of what one core serves: p99 without the queue of a
+saturated server, where every call waits behind the 31 others.
 
 Then the same `process` and `none` proxies are loaded at the same time, both on core 0, each
 by its own wrk -c32 (--rounds runs of --duration seconds): the kernel gives each half of the
@@ -107,14 +110,9 @@ def cost(upstream: Upstream, tmp: Path, args: argparse.Namespace) -> dict[str, A
     for mode, proxy in proxies.items():  # warm-up
         wrk(proxy.target.url("lat0"), proxy.target.body("lat0"), 32, 1)
         sequential(conns[mode], proxy.target, 50)
-    rounds: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
-    for r in range(args.rounds):
-        for mode in rotate(list(MODES), r):
-            target = proxies[mode].target
-            settle(pids)
-            run = wrk(target.url("lat0"), target.body("lat0"), 32, args.duration)
-            rounds[mode].append({"rps": run["rps"], "p50_ms": run["p50_ms"], "p99_ms": run["p99_ms"], "errors": run["errors"]})
-        log("  round %d: %s" % (r + 1, ", ".join(f"{m} {rounds[m][-1]['rps']:,.0f} req/s" for m in MODES)))
+    rounds = wrk_rounds(proxies, pids, args)
+    log(f"paced: {args.rounds} rounds of wrk -c32, each connection waiting {args.pace_ms} ms before each call")
+    paced = wrk_rounds(proxies, pids, args, delay_ms=args.pace_ms)
     settle(pids)
     for mode, proxy in proxies.items():
         conns[mode].open()
@@ -133,6 +131,9 @@ def cost(upstream: Upstream, tmp: Path, args: argparse.Namespace) -> dict[str, A
             "c1_p50_ms": pct(calls[mode], 50), "c1_p99_ms": pct(calls[mode], 99),
             "c1_p50_added_ms": pct(calls[mode], 50) - pct(calls["none"], 50),
             "runs": rs,
+            "paced": {"delay_ms": args.pace_ms, "rps": med([x["rps"] for x in paced[mode]]),
+                      "p50_ms": med([x["p50_ms"] for x in paced[mode]]), "p99_ms": med([x["p99_ms"] for x in paced[mode]]),
+                      "errors": sum(x["errors"] for x in paced[mode]), "runs": paced[mode]},
         }
     for conn in conns.values():
         conn.close()
@@ -143,6 +144,21 @@ def cost(upstream: Upstream, tmp: Path, args: argparse.Namespace) -> dict[str, A
         out["modes"][mode]["rows"] = len(logged_ids(proxy.db))
         out["modes"][mode]["lost"] = stats.get("lost")
     return out
+
+
+def wrk_rounds(proxies: dict[str, ModeProxy], pids: list[int], args: argparse.Namespace,
+               delay_ms: int | None = None) -> dict[str, list[dict[str, float]]]:
+    """--rounds rounds of wrk -c32 against each mode, the order rotating; paced with `delay_ms`."""
+    rounds: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
+    for r in range(args.rounds):
+        for mode in rotate(list(MODES), r):
+            target = proxies[mode].target
+            settle(pids)
+            run = wrk(target.url("lat0"), target.body("lat0"), 32, args.duration, delay_ms=delay_ms)
+            rounds[mode].append({"rps": run["rps"], "p50_ms": run["p50_ms"], "p99_ms": run["p99_ms"], "errors": run["errors"]})
+        log("  round %d: %s" % (r + 1, ", ".join(
+            f"{m} {rounds[m][-1]['rps']:,.0f} req/s p99 {rounds[m][-1]['p99_ms']:.2f} ms" for m in MODES)))
+    return rounds
 
 
 def paired(none: ModeProxy, process: ModeProxy, pids: list[int], args: argparse.Namespace) -> dict[str, Any]:
@@ -215,6 +231,12 @@ def report(results: dict[str, Any]) -> str:
         for mode, v in c["modes"].items():
             lines.append(f"| {mode} | {v['rps']:,.0f} | {v['rps_over_none']:.3f} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} | "
                          f"{v['c1_p50_ms']:.3f} | {v['c1_p50_added_ms']:+.3f} | {v['errors']} | {v['rows']:,} |")
+        delay = next(iter(c["modes"].values()))["paced"]["delay_ms"]
+        lines += ["", f"paced (wrk -c32, each connection waiting {delay} ms before each call: below saturation; medians)", "",
+                  "| durability | req/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|"]
+        for mode, v in c["modes"].items():
+            pv = v["paced"]
+            lines.append(f"| {mode} | {pv['rps']:,.0f} | {pv['p50_ms']:.2f} | {pv['p99_ms']:.2f} | {pv['errors']} |")
         pair = c["paired"]
         each = ", ".join(f"{r['ratio']:.3f}" for r in pair["runs"])
         lines += ["", f"paired (none and process loaded at once on core 0, {len(pair['runs'])} runs): "
@@ -233,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, help="interleaved wrk rounds, and paired runs (default 9, quick 3)")
     p.add_argument("--duration", type=float, default=2.0, help="seconds per wrk run (default 2)")
     p.add_argument("--calls", type=int, help="sequential calls per mode, interleaved call by call (default 3000, quick 1000)")
+    p.add_argument("--pace-ms", type=int, default=16,
+                   help="the paced rounds: each connection's wait before each call, ms (default 16)")
     p.add_argument("--kill-after", type=float, default=2.0, help="seconds of load before the SIGKILL")
     p.add_argument("--skip-cost", action="store_true")
     p.add_argument("--skip-kill", action="store_true")

@@ -31,11 +31,14 @@ WRK_POST = BENCH / "wrk" / "post.lua"
 
 def wrk(url: str, body: bytes, conns: int, duration: float, auth: str | None = None,
         stop_after: int | None = None, script: Path = WRK_POST, cpu: str = LOAD_CPU,
-        headers: dict[str, str] | None = None) -> dict[str, Any]:
+        headers: dict[str, str] | None = None, delay_ms: int | None = None) -> dict[str, Any]:
+    """One wrk run; `delay_ms` paces each connection (a wait before each request)."""
     env = dict(os.environ, BENCH_BODY=body.decode(), BENCH_AUTH=auth or "", BENCH_RUN_ID=f"{RUN_ID}-{unique()}",
                BENCH_HEADERS="".join(f"{name}: {value}\n" for name, value in (headers or {}).items()))
     if stop_after:
         env["BENCH_STOP_AFTER"] = str(stop_after)
+    if delay_ms:
+        env["BENCH_DELAY_MS"] = str(delay_ms)
     seconds = max(1, math.ceil(duration))
     cmd = [*pinned(cpu), "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "30s", "--latency", "-s", str(script), url]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)

@@ -7,6 +7,9 @@
 --   BENCH_HEADERS     optional extra request headers, "Name: value" lines (Portkey routes by them)
 --   BENCH_STOP_AFTER  optional: stop after this many responses (wrk -t1 only; the
 --                     requests in flight at that moment are abandoned)
+--   BENCH_DELAY_MS    optional: each connection waits this long before each request, so that
+--                     the load is paced below what the server can take (latency is timed from
+--                     the request's write, after the wait)
 -- Output: one line "BENCHJSON {...}" with counts, errors and latency percentiles (µs).
 
 wrk.method = "POST"
@@ -34,6 +37,13 @@ for line in (os.getenv("BENCH_HEADERS") or ""):gmatch("[^\n]+") do
   local name, value = line:match("^([^:]+):%s*(.*)$")
   if name then
     wrk.headers[name] = value
+  end
+end
+
+local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "")
+if delay_ms then
+  function delay()
+    return delay_ms
   end
 end
 
