@@ -5,8 +5,8 @@
   are appended with one write, and the records kept in memory;
 * durability `none`: each record is kept in memory as it is (`place`), on no disk;
 * either way the writer renders the rows later, many at a time (`take`), `RENDER_SLICE` rows
-  between two turns of the event loop, so that no answer waits behind a whole batch. Memory is bounded in
-  bytes (a record counts its journal line, or its texts when it has none). Past the bound,
+  between two turns of the event loop, so that no answer waits behind a whole batch. Memory
+  is bounded in bytes (a record counts its journal line, or its texts when it has none). Past the bound,
   rows go to the journal only (`spill`): from then on every new row does, until the writer has
   read them all back, so they stay in order and memory stays flat.
 

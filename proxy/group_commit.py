@@ -76,10 +76,8 @@ class GroupCommit:
         try:
             self._write()
         finally:
-            self.written = target
-            if self._unsynced is None:
-                self._release(target)
-            elif self._sync_task is None:
+            self.written = target  # `process`: its answers see it when they resume
+            if self._unsynced is not None and self._sync_task is None:
                 self._sync_task = asyncio.get_running_loop().create_task(self._sync_all(), name="journal-fsync")
 
     def _scheduled_flush(self) -> None:

@@ -4,7 +4,8 @@ The first caller (the leader) makes the call itself, in its request's task, as i
 alone; followers wait for its result. Running the call in a new task would cost every call
 two more turns of the event loop (tens of microseconds on a request's path), and would only
 protect the followers from the leader being cancelled: nothing but the server's shutdown
-cancels a request's task (a client leaving does not), and that ends the followers' calls too. `Flights` is what the handlers use: this in-process `SingleFlight`, or
+cancels a request's task (a client leaving does not), and that ends the followers' calls
+too. `Flights` is what the handlers use: this in-process `SingleFlight`, or
 `proxy.shared.redis_flight.RedisFlights` across processes and hosts.
 """
 

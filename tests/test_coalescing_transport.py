@@ -43,10 +43,15 @@ class RecordingTransport:
         return f"extra:{name}"
 
 
+def coalescing() -> tuple[RecordingTransport, CoalescingTransport]:
+    """A recording transport, and the coalescing one in front of it (inside a running loop)."""
+    inner = RecordingTransport()
+    return inner, CoalescingTransport(inner, asyncio.get_running_loop())  # type: ignore[arg-type]
+
+
 @pytest.mark.anyio
 async def test_a_head_and_its_body_go_in_one_call():
-    inner = RecordingTransport()
-    transport = CoalescingTransport(inner, asyncio.get_running_loop())
+    inner, transport = coalescing()
     transport.write(b"HEAD\r\n\r\n")
     assert inner.calls == []  # held back
     transport.write(b"BODY")
@@ -58,8 +63,7 @@ async def test_a_head_and_its_body_go_in_one_call():
 
 @pytest.mark.anyio
 async def test_a_head_alone_leaves_at_the_next_turn_of_the_loop():
-    inner = RecordingTransport()
-    transport = CoalescingTransport(inner, asyncio.get_running_loop())
+    inner, transport = coalescing()
     transport.write(b"HEAD")
     await asyncio.sleep(0)
     assert inner.calls == [("write", b"HEAD")]
@@ -69,8 +73,7 @@ async def test_a_head_alone_leaves_at_the_next_turn_of_the_loop():
 
 @pytest.mark.anyio
 async def test_close_sends_a_held_head_first():
-    inner = RecordingTransport()
-    transport = CoalescingTransport(inner, asyncio.get_running_loop())
+    inner, transport = coalescing()
     transport.write(b"HEAD")
     transport.close()
     assert inner.calls == [("write", b"HEAD"), ("close", b"")]
@@ -80,8 +83,7 @@ async def test_close_sends_a_held_head_first():
 
 @pytest.mark.anyio
 async def test_a_held_head_is_dropped_when_the_client_is_gone():
-    inner = RecordingTransport()
-    transport = CoalescingTransport(inner, asyncio.get_running_loop())
+    inner, transport = coalescing()
     transport.write(b"HEAD")
     inner.closing = True
     await asyncio.sleep(0)
@@ -91,8 +93,7 @@ async def test_a_held_head_is_dropped_when_the_client_is_gone():
 
 @pytest.mark.anyio
 async def test_everything_else_is_the_transport_s():
-    inner = RecordingTransport()
-    transport = CoalescingTransport(inner, asyncio.get_running_loop())
+    inner, transport = coalescing()
     assert transport.get_extra_info("peername") == "extra:peername"
 
 
