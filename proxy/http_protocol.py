@@ -26,6 +26,7 @@ whose first event is not there yet), so that a whole answer leaves in one write.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -33,6 +34,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from .errors import ProxyError
 from .limits import BODY_TIMED_OUT, ClientLimits
+from .timeouts import Watchdog, watchdog
 
 #: How long a refused connection's further bytes are read and dropped before it is closed.
 LINGER_SECONDS = 2.0
@@ -113,8 +115,9 @@ class GuardedProtocol(HttpToolsProtocol):
         self.head_bytes = 0  # bytes of the current head read before the current read
         self.read_size = 0  # bytes of the current read
         self.last_read = 0.0  # when body bytes last came
-        self.head_timer: asyncio.TimerHandle | None = None
-        self.body_timer: asyncio.TimerHandle | None = None
+        self.watchdog: Watchdog | None = None
+        self.head_timer: int | None = None  # the watchdog's keys
+        self.body_timer: int | None = None
         self.discarding = False
         self.max_head = self.limits.max_header_bytes  # read on every request: an instance attribute is quicker
 
@@ -122,10 +125,11 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.watchdog = watchdog()
         timeout = self.limits.header_timeout
         if len(self.connections) > self.capacity:
             timeout = min(timeout, OVER_CAPACITY_HEAD_TIMEOUT)
-        self.head_timer = self.loop.call_later(timeout, self._head_timed_out)
+        self.head_timer = self._after(timeout, self._head_timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
@@ -143,11 +147,11 @@ class GuardedProtocol(HttpToolsProtocol):
             if self.head_bytes > self.max_head:
                 self._refuse_head()
             elif self.head_timer is None:
-                self.head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+                self.head_timer = self._after(self.limits.header_timeout, self._head_timed_out)
         elif (cycle := self.cycle) is not None and cycle.more_body and not cycle.response_complete:
             self.last_read = self.loop.time()
             if self.body_timer is None:
-                self.body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timed_out)
+                self.body_timer = self._after(self.limits.body_timeout, self._body_timed_out)
 
     # Parser callbacks -------------------------------------------------------------------------
 
@@ -159,7 +163,7 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self.head_done = True
         if self.head_timer is not None:
-            self.head_timer.cancel()
+            self._cancel(self.head_timer)
             self.head_timer = None
         if self.head_bytes + self.read_size > self.max_head and self._head_size() > self.max_head:
             self._answer_with(refusal_app(431, self._head_too_large()))
@@ -223,7 +227,7 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         quiet = self.loop.time() - self.last_read
         if quiet < self.limits.body_timeout or self.flow.read_paused:  # not quiet long enough, or the server is behind
-            self.body_timer = self.loop.call_later(max(self.limits.body_timeout - quiet, 0.1), self._body_timed_out)
+            self.body_timer = self._after(max(self.limits.body_timeout - quiet, 0.1), self._body_timed_out)
             return
         if cycle.response_started:
             self.transport.close()
@@ -247,10 +251,20 @@ class GuardedProtocol(HttpToolsProtocol):
         self.flow.resume_reading()
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
+    # Timers: on the loop's watchdog (proxy/timeouts.py), a fraction of a `call_later`'s cost. --
+
+    def _after(self, delay: float, callback: Callable[[], None]) -> int:
+        assert self.watchdog is not None, "a timer before the connection was made"
+        return self.watchdog.call_at(self.loop.time() + delay, callback)
+
+    def _cancel(self, timer: int) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel(timer)
+
     def _cancel_timers(self) -> None:
         for timer in (self.head_timer, self.body_timer):
             if timer is not None:
-                timer.cancel()
+                self._cancel(timer)
         self.head_timer = self.body_timer = None
 
 

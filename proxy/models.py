@@ -22,6 +22,7 @@ from .errors import ProxyError
 from .providers import Provider
 from .routing import Router
 from .singleflight import SingleFlight
+from .timeouts import timeout
 from .upstream import UpstreamClient, UpstreamUnreachable
 
 log = logging.getLogger("proxy.models")
@@ -98,7 +99,7 @@ class ModelCatalogue:
         provider = self.providers[name]
         request = provider.forward("GET", "models", "", {"accept": "application/json"}, b"")
         try:
-            async with asyncio.timeout(self.timeout):
+            with timeout(self.timeout):
                 response = await provider.send(self.client, request)
                 body = await response.read()
             if response.status_code != 200:

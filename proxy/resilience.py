@@ -6,7 +6,6 @@ status line; after that the stream is relayed as it comes, errors included.
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import random
 import time
@@ -23,6 +22,7 @@ from .errors import ProxyError
 from .providers import Provider
 from .record import Attempt, CallRecord
 from .routing import Route
+from .timeouts import timeout
 from .upstream import UpstreamClient, UpstreamRequest, UpstreamResponse, UpstreamUnreachable
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -144,7 +144,7 @@ class UpstreamCaller:
         async def attempt_once() -> Outcome:
             attempt = record.begin_attempt(provider.name, path)
             try:
-                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                with timeout(max(0.0, deadline - time.monotonic())):
                     response = await provider.send(self.client, request)
                     if response.status_code == 200 and (stream if isinstance(stream, bool) else stream(response)):
                         return Outcome(response, attempt, None)  # relayed later; the attempt ends with it

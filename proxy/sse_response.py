@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 from .record import Attempt, CallRecord
 from .responses.relay import ResponsesRelay
 from .streaming import StreamRelay
+from .timeouts import timeout
 from .upstream import UpstreamResponse, UpstreamUnreachable
 
 log = logging.getLogger("proxy.stream")
@@ -96,7 +97,7 @@ class Relayed:
 
     async def _next_chunk(self, chunks: AsyncIterator[bytes]) -> bytes | None:
         """The upstream's next bytes (None at its end); TimeoutError after `idle_timeout` of silence."""
-        async with asyncio.timeout(self.idle_timeout):
+        with timeout(self.idle_timeout):
             return await anext(chunks, None)
 
     async def _relay(self, send: Send) -> str | None:

@@ -28,6 +28,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from .timeouts import timeout
+
 #: Past this many unread bytes, the connection stops reading until the consumer catches up.
 READ_HIGH_WATER = 1 << 20
 
@@ -121,7 +123,7 @@ class _Response:
                 return None
             self._waiter = asyncio.get_running_loop().create_future()
             try:
-                async with asyncio.timeout(self._read_timeout):
+                with timeout(self._read_timeout):
                     await self._waiter
             except TimeoutError:
                 self._release()  # half-read: the connection is closed, not reused
@@ -239,7 +241,7 @@ class _Connection(asyncio.Protocol):
         self._keep_alive = False
         self.transport.writelines((head, body))  # one system call (writev) for head and body
         try:
-            async with asyncio.timeout(self._read_timeout):
+            with timeout(self._read_timeout):
                 return await self._head
         except TimeoutError:
             self.release(reusable=False)
@@ -351,7 +353,7 @@ class UpstreamClient:
         loop = asyncio.get_running_loop()
         tls = self._tls() if origin.scheme == "https" else None
         try:
-            async with asyncio.timeout(self.connect_timeout):
+            with timeout(self.connect_timeout):
                 _, conn = await loop.create_connection(
                     lambda: _Connection(self, origin), origin.host, origin.port,
                     ssl=tls, server_hostname=origin.host if tls else None,
