@@ -115,7 +115,7 @@ class _Response:
     # -- read by the handler ---------------------------------------------------------------
 
     async def _next(self) -> bytes | None:
-        """The next bytes as they came off the wire (decoded), or None at the end."""
+        """The bytes that arrived since the last call (decoded), or None at the end."""
         while not self._chunks:
             if self._done:
                 if self._error is not None:
@@ -130,7 +130,12 @@ class _Response:
                 raise UpstreamUnreachable("timeout", f"upstream sent nothing for {self._read_timeout:g}s") from None
             finally:
                 self._waiter = None
-        data = self._chunks.popleft()
+        # Everything that came in since the last read, as one piece: httptools hands a chunked
+        # body over chunk by chunk, and a burst of stream events relayed one by one cost a
+        # write (and a turn of the relay) each.
+        chunks = self._chunks
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
         self._buffered -= len(data)
         if self._conn is not None and self._buffered <= READ_HIGH_WATER // 2:
             self._conn.resume()

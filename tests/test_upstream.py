@@ -122,6 +122,33 @@ def test_streams_a_chunked_answer_piece_by_piece() -> None:
     run(main())
 
 
+def test_chunks_that_arrived_together_are_read_as_one_piece() -> None:
+    """A burst of stream events (many HTTP chunks in one segment) reaches the relay in one read,
+    so that it leaves in one write to the client rather than one per event."""
+    events = [b"data: %d\n\n" % i for i in range(20)]
+    burst = b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in events)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the head alone first: the burst comes after it was handed over
+        writer.write(burst + b"0\r\n\r\n")
+        await writer.drain()
+
+    async def main() -> None:
+        server, url, _ = await serve(handler)
+        client = UpstreamClient()
+        response = await client.send(post(url))
+        pieces = [c async for c in response.iter_bytes()]
+        assert b"".join(pieces) == b"".join(events)
+        assert len(pieces) == 1
+        await client.aclose()
+        server.close()
+
+    run(main())
+
+
 def test_an_answer_ended_by_closing_the_connection_is_read_whole_and_not_reused() -> None:
     async def main() -> None:
         server, url, accepted = await serve(answering(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it"))
