@@ -34,8 +34,9 @@ log = logging.getLogger("proxy.recorder")
 Row = dict[str, Any]
 Rows = tuple[Row, list[Row]]  # one call: its run row and its attempt rows
 
-#: The fields a record line keeps (the pricer is kept as whether there was one).
-FIELDS = tuple(f.name for f in dataclasses.fields(CallRecord) if f.name != "pricer")
+#: The fields a record line keeps (the pricer is kept as whether there was one; what is
+#: computed from the facts, such as the price, is not kept).
+FIELDS = tuple(f.name for f in dataclasses.fields(CallRecord) if f.name != "pricer" and f.init)
 _facts = attrgetter(*FIELDS)
 _ATTEMPT_FIELDS = frozenset(f.name for f in dataclasses.fields(Attempt))
 

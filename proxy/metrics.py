@@ -175,8 +175,8 @@ class Metrics:
             if isinstance(count, int) and not isinstance(count, bool) and count > 0:
                 key = (self.tokens, provider, model, kind)
                 counts[key] = counts.get(key, 0.0) + count
-        if record.pricer is not None and isinstance(prompt, int):
-            cost, _ = record.pricer.cost(provider, (answer_model, record.upstream_model), usage)
+        if record.pricer is not None and record.provider and isinstance(prompt, int):
+            cost, _ = record.price(usage, answer_model)
             if cost:
                 key = (self.cost, provider, model)
                 counts[key] = counts.get(key, 0.0) + cost

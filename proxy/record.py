@@ -101,6 +101,8 @@ class CallRecord:
     pricer: Pricer | None = None
     notes: list[str] = field(default_factory=list)
     attempts: list[Attempt] = field(default_factory=list)
+    #: `price()`'s answer and the answer model it was for (not a fact of the call: not journaled).
+    _priced: tuple[Any, tuple[float | None, str | None]] | None = field(default=None, init=False, repr=False)
 
     def elapsed_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 3)
@@ -116,6 +118,15 @@ class CallRecord:
         if error is not None:
             self.error = error
         self.latency_ms = self.elapsed_ms()
+
+    def price(self, usage: dict[str, Any], answer_model: Any) -> tuple[float | None, str | None]:
+        """(USD, why not) of this call's usage (chat's names), for its row and its metrics alike:
+        priced once, not once for each (a few µs a call)."""
+        assert self.pricer is not None and self.provider is not None
+        priced = self._priced
+        if priced is None or priced[0] != answer_model:
+            priced = self._priced = (answer_model, self.pricer.cost(self.provider, (answer_model, self.upstream_model), usage))
+        return priced[1]
 
     def rows(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """The `inference_runs` row and the `attempts` rows."""
@@ -134,8 +145,7 @@ class CallRecord:
             notes.append("upstream reported no usage: token columns left NULL")
         cost = None
         if self.pricer is not None and usage is not None and self.provider and self.status_code == 200:
-            models = ((answer or {}).get("model"), self.upstream_model)
-            cost, why_not = self.pricer.cost(self.provider, models, usage)
+            cost, why_not = self.price(usage, (answer or {}).get("model"))
             if why_not:
                 notes.append(why_not)
         if self.cache in ("hit", "dedup") and cost:

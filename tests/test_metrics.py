@@ -54,3 +54,30 @@ def test_recorder_counts_become_counters_and_levels_gauges():
     assert "study_query_llm_recorder_pending_rows 0.0" in text
     assert "study_query_llm_recorder_journal_bytes 10.0" in text  # a key the recorder may grow
     assert "study_query_llm_recorder_spool " not in text  # not a number: left out
+
+
+def test_a_call_is_priced_once_for_its_metrics_and_its_row():
+    """The metrics and the row both need the cost: the record prices it once, the same for both."""
+    from proxy.pricing import Price
+
+    calls: list[str] = []
+
+    class CountingPricer(Pricer):
+        def cost(self, provider, models, usage):
+            calls.append(provider)
+            return super().cost(provider, models, usage)
+
+    rec = CallRecord("chat/completions", model="local/m", provider="local", upstream_model="m",
+                     pricer=CountingPricer({"local/m": Price(input=1.0, output=2.0)}))
+    rec.response_body = b'{"model": "m", "usage": {"prompt_tokens": 3, "completion_tokens": 2}}'
+    rec.begin_attempt("local", "/chat/completions").finish(200)
+    rec.finish(200)
+    metrics = Metrics({}, lambda: {})
+    metrics.observe(rec)
+    run, _ = rec.rows()
+    assert calls == ["local"]
+    assert run["cost_usd"] == (3 * 1.0 + 2 * 2.0) / 1_000_000
+    metrics.flush()
+    cost = [s for f in text_string_to_metric_families(metrics.exposition().decode())
+            if f.name == "study_query_llm_cost_usd" for s in f.samples if s.name.endswith("_total")]
+    assert cost and cost[0].value == run["cost_usd"]
