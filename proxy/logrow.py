@@ -5,6 +5,7 @@ fields as they are (`{"record": {...}}`): serializing them is plain data for orj
 quarter of what rendering the row costs (`CallRecord.rows()`: prompt text, parsed answer,
 cost, ~30 columns), and it happens before the answer leaves, while the rows are rendered later
 by the writer, many at a time, off the response path, exactly as when nothing is journaled.
+A request body is kept once, as its text: the payload parsed from it is parsed again on replay.
 When the facts cannot be kept exactly (an answer that is not valid UTF-8, a value orjson
 refuses), the line holds the rendered rows instead, `{"run": {...}, "attempts": [...]}`, the
 format of the spool files of earlier versions (with `"run": null` for attempts alone).
@@ -45,6 +46,8 @@ def journal_line(record: CallRecord) -> bytes:
     """The record's facts as one line; its rendered rows if they cannot be kept exactly."""
     facts = dict(zip(FIELDS, _facts(record)))
     facts["pricer"] = record.pricer is not None
+    if record.payload_is_text and record.request_text is not None:
+        facts["payload"] = None  # parsed again from the text if replayed: not twice on disk
     if record.response_body is not None:  # surrogateescape: any byte comes back as it was
         facts["response_body"] = record.response_body.decode("utf-8", "surrogateescape")
     try:
@@ -58,6 +61,8 @@ def record_from(facts: dict[str, Any], pricer: Pricer | None) -> CallRecord:
     """A record line's facts → the `CallRecord` again (raises on a damaged line)."""
     priced = bool(facts.get("pricer"))
     fields = {name: facts[name] for name in FIELDS if name in facts}
+    if fields.get("payload_is_text") and fields.get("payload") is None and isinstance(fields.get("request_text"), str):
+        fields["payload"] = orjson.loads(fields["request_text"])
     body = fields.get("response_body")
     if isinstance(body, str):
         fields["response_body"] = body.encode("utf-8", "surrogateescape")

@@ -82,6 +82,8 @@ class CallRecord:
     upstream_model: str | None = None
     payload: dict[str, Any] | None = None
     request_text: str | None = None
+    #: `payload` is `request_text` parsed, unchanged: the journal keeps the text alone.
+    payload_is_text: bool = False
     response_body: bytes | None = None
     answer: dict[str, Any] | None = None  # parsed answer, for streams the assembled one
     response_text: str | None = None  # assembled text of a stream

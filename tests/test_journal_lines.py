@@ -65,6 +65,9 @@ def test_every_kind_of_record_the_handlers_make_comes_back_the_same(tmp_path, mo
     for record in made:
         line = assert_round_trip(record, pricer)
         assert line.startswith(b'{"record":')  # the facts, not the rendered rows
+        if record.payload_is_text:  # the body once, as its text: the payload is parsed from it on replay
+            assert orjson.loads(line)["record"]["payload"] is None and record.payload is not None
+    assert sum(r.payload_is_text for r in made) >= 9
     assert b"sk-test-not-a-key" not in b"".join(journal_line(r) for r in made)
 
 
