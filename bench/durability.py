@@ -43,7 +43,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -52,7 +51,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import clients  # noqa: E402
-from measure import WRK_POST, med, pct, rotate, wrk  # noqa: E402
+from measure import WRK_POST, med, pct, rotate, wrk, wrk_together  # noqa: E402
 from procs import (  # noqa: E402
     LOAD_CPU, PROXY_CPU, PY, ROOT, Process, clean_env, free_port, http_get, log, machine_info, pinned, script_scratch, settle, wait_http,
 )
@@ -66,14 +65,16 @@ WRK_IDS = BENCH / "wrk" / "ids.lua"
 class ModeProxy:
     """`python -m proxy serve` with STUDY_DURABILITY=mode, pinned to core 0."""
 
-    def __init__(self, upstream: Upstream, tmp: Path, mode: str, label: str, db: Path | None = None) -> None:
+    def __init__(self, upstream: Upstream, tmp: Path, mode: str, label: str, db: Path | None = None,
+                 tree: Path = ROOT, upstream_path: str = "/t-dur/v1") -> None:
+        """`tree`: the checkout whose proxy runs; `upstream_path`: the fake upstream's options (see fake_upstream.py)."""
         self.mode, self.label = mode, label
         self.db = db or tmp / f"dur-{label}.db"
         self.port = free_port()
         cmd = [PY, "-m", "proxy", "serve", "--host", "127.0.0.1", "--port", str(self.port), "--db", str(self.db),
                "--no-ui", "--log-level", "warning"]
-        env = clean_env(OPENAI_API_KEY="sk-bench-upstream", OPENAI_BASE_URL=f"{upstream.base}/t-dur/v1",
-                        PYTHONPATH=str(ROOT), STUDY_DURABILITY=mode)
+        env = clean_env(OPENAI_API_KEY="sk-bench-upstream", OPENAI_BASE_URL=f"{upstream.base}{upstream_path}",
+                        PYTHONPATH=str(tree), STUDY_DURABILITY=mode)
         self.proc = Process(f"proxy ({label})", [*pinned(PROXY_CPU), *cmd], tmp / f"proxy-{label}.log", env=env, cwd=tmp)
         self.startup_s = wait_http(self.port, "/healthz", self.proc, timeout=120)
         self.target = Target(mode, self.port, {"lat0": "/v1"}, {"lat0": "openai/bench-model"})
@@ -167,14 +168,7 @@ def paired(none: ModeProxy, process: ModeProxy, pids: list[int], args: argparse.
     runs = []
     for _ in range(args.rounds):
         settle(pids)
-        found: dict[str, dict[str, Any]] = {}
-        load = [threading.Thread(target=lambda p=p: found.update({p.mode: wrk(p.target.url("lat0"), p.target.body("lat0"),
-                                                                             32, args.duration)}))
-                for p in (none, process)]
-        for thread in load:
-            thread.start()
-        for thread in load:
-            thread.join()
+        found = wrk_together({p.mode: (p.target.url("lat0"), p.target.body("lat0")) for p in (none, process)}, 32, args.duration)
         runs.append({"none_rps": found["none"]["rps"], "process_rps": found["process"]["rps"],
                      "ratio": found["process"]["rps"] / found["none"]["rps"]})
         log(f"  none {runs[-1]['none_rps']:,.0f} req/s, process {runs[-1]['process_rps']:,.0f} req/s: "

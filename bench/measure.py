@@ -14,6 +14,7 @@ import os
 import signal
 import statistics
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,22 @@ from targets import RUN_ID, Leg, unique
 BENCH = Path(__file__).resolve().parent
 WRK_POST = BENCH / "wrk" / "post.lua"
 
+
+
+def wrk_together(loads: dict[str, tuple[str, bytes]], conns: int, duration: float) -> dict[str, dict[str, Any]]:
+    """One wrk run per (url, body) of `loads`, all at the same time: proxies that share a core
+    each get a share of it, so the ratio of their req/s is that of their CPU cost per call."""
+    found: dict[str, dict[str, Any]] = {}
+    threads = [threading.Thread(target=lambda name=name, url=url, body=body: found.update({name: wrk(url, body, conns, duration)}))
+               for name, (url, body) in loads.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    missing = set(loads) - set(found)
+    if missing:
+        raise RuntimeError(f"wrk failed for {sorted(missing)} (see the output above)")
+    return found
 
 
 def wrk(url: str, body: bytes, conns: int, duration: float, auth: str | None = None,
