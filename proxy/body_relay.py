@@ -17,6 +17,7 @@ from typing import Any
 from starlette.types import Send
 
 from .bodies import LOG_CAP, is_text, logged_body, media_type
+from .limits import CUT_ANSWER
 from .sse_response import Relayed
 from .upstream import UpstreamResponse, UpstreamUnreachable
 
@@ -67,7 +68,10 @@ class RelayedBody(Relayed):
         self._record(error)  # before the end leaves
         if error is not None:
             log.warning("forwarded answer of request %s: %s; the client's connection is cut", self.record.request_id, error)
-            return error  # no end of body: the server closes the connection, and the client sees a cut answer
+            cut = self.scope.get(CUT_ANSWER)
+            if cut is not None:  # (elsewhere, the server closes the connection of an unfinished answer)
+                cut()  # no end of body: the client sees a cut answer
+            return error
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return None
 

@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from .errors import ProxyError
-from .limits import BODY_TIMED_OUT, ClientLimits
+from .limits import BODY_TIMED_OUT, CUT_ANSWER, ClientLimits
 from .timeouts import Watchdog, watchdog
 
 #: How long a refused connection's further bytes are read and dropped before it is closed.
@@ -179,6 +179,15 @@ class GuardedProtocol(HttpToolsProtocol):
             super().on_headers_complete()
             if self.cycle is not None:
                 self.cycle.transport = CoalescingTransport(self.transport, self.loop)  # type: ignore[assignment]
+                self.cycle.scope[CUT_ANSWER] = self._cut_answer  # type: ignore[literal-required]
+
+    def _cut_answer(self) -> None:
+        """Close the connection mid-answer, on purpose: uvicorn, which sees the connection gone,
+        does not log the unfinished answer as an error of the app."""
+        cycle = self.cycle
+        if cycle is not None:
+            cycle.disconnected = True
+            cycle.transport.close()  # the coalescing transport: what it holds goes first
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to a request the parser cannot read, in OpenAI's shape."""

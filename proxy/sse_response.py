@@ -50,11 +50,13 @@ class Relayed:
         self.attempt = attempt
         self.submit = submit
         self.headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in {**headers, **STREAM_HEADERS}.items()]
+        self.scope: Scope = {}  # the request's, once called
         self._finished = False  # the last byte is on its way: a hang-up now changes nothing
         self._client_left = False
         self._recorded = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.scope = scope
         error: str | None = CLIENT_DISCONNECTED
         relay_task = asyncio.current_task()
         assert relay_task is not None

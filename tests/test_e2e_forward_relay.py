@@ -73,6 +73,8 @@ def test_an_upstream_that_breaks_off_mid_body_cuts_the_client_off_too(proxy, htt
     assert row["status_code"] == 200 and "upstream broke off after 300000 bytes" in row["error"]
     assert json.loads(row["response_json"]) == {"content_type": "application/octet-stream", "bytes": 300_000}
     assert http.get("/files").status_code == 200  # the proxy carries on
+    assert "the client's connection is cut" in proxy.output()  # said once, as what it is:
+    assert "without completing response" not in proxy.output()  # not as an error of the app
 
 
 def test_a_client_that_leaves_mid_body_leaves_a_row(proxy, http):
