@@ -208,7 +208,7 @@ class ProxyAPI:
         check_content_type(headers)
         decode_text(body)
         payload = record.payload = parse_payload(body, self.settings.limits.max_json_depth)
-        record.payload_is_text = not steps  # (a preprocessed body's text is written from its payload)
+        record.payload_is_text = not steps  # preprocessing replaces both (proxy/preprocess/hook.py)
         deployment = request.path_params.get("deployment")
         if deployment is not None:
             check_deployment(deployment)

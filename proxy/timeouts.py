@@ -1,16 +1,16 @@
 """Timeouts that cost a fraction of asyncio's: one timer per event loop, armed for the earliest.
 
 A proxied call waits on several timeouts (its deadline, the upstream's first byte, each read of
-its body) and a relayed stream on one or two per event. `asyncio.timeout` costs ~10 µs to enter
+its body) and a relayed stream on one or two per event. `asyncio.timeout` costs 7-10 µs to enter
 and leave here (a `Timeout` object, a `TimerHandle` armed and cancelled in the loop), which was
 ~7 % of what one core serves. Almost none of these timeouts ever fires, so here entering one
 only files its expiry in a heap and leaving it drops its entry: one real timer per loop, armed
 for the earliest expiry filed, wakes to fire what is due.
 
 `with timeout(delay):` keeps `asyncio.timeout`'s contract: the task is cancelled when the delay
-passes, and the block raises `TimeoutError` instead of `CancelledError`. (A plain `with`: no
-coroutine to create on the way in and out.) `Watchdog.call_at`
-serves callbacks that are not a task's wait (a connection's head timeout).
+passes, and the block raises `TimeoutError` instead of `CancelledError`. It is a plain `with`:
+no coroutine to create on the way in and out. `Watchdog.call_at` serves callbacks that are not
+a task's wait (a connection's head timeout).
 """
 
 from __future__ import annotations
