@@ -14,6 +14,7 @@ import struct
 from enum import Enum
 from typing import Optional
 
+import openai
 import pytest
 from openai import OpenAI, pydantic_function_tool
 from pydantic import BaseModel, Field
@@ -124,6 +125,25 @@ def test_streamed_text_first_chunk_carries_the_role(proxy, client):
     chunks = list(client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True))
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Mock answer to: hi"
+
+
+def test_n_choices_whole_and_assembled_from_a_stream(proxy, client):
+    messages = [{"role": "user", "content": "two takes"}]
+    whole = client.chat.completions.create(model=MODEL, messages=messages, n=2)
+    assert [c.message.content for c in whole.choices] == ["Mock answer to: two takes"] * 2
+    with client.chat.completions.stream(model=MODEL, messages=messages, n=2) as stream:
+        final = stream.get_final_completion()
+    assert [(c.index, c.message.content, c.finish_reason) for c in final.choices] == [
+        (0, "Mock answer to: two takes", "stop"), (1, "Mock answer to: two takes", "stop")]
+
+
+def test_a_tool_without_a_name_is_a_bad_request_the_sdk_raises_and_a_row(proxy, client):
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}],
+                                       tools=[{"type": "function", "function": {"parameters": {"type": "object"}}}])
+    assert raised.value.param == "tools[0].function.name"
+    row = proxy.log.wait_row(raised.value.response.headers["x-study-request-id"])
+    assert row["status_code"] == 400 and "tools[0].function.name" in row["error"]
 
 
 def test_embeddings_base64_and_dimensions_decoded_by_the_sdk(proxy, client):

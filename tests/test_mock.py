@@ -223,6 +223,75 @@ def test_legacy_completions_still_echo():
     assert answer["usage"] == {"prompt_tokens": 2, "completion_tokens": 5, "total_tokens": 7}
 
 
+def test_n_answers_that_many_choices_each_with_its_own_tool_call():
+    answer = chat(messages=user("Weather in Oslo?"), tools=CHAT_TOOLS, n=3)
+    assert [c.index for c in answer.choices] == [0, 1, 2]
+    ids = {c.message.tool_calls[0].id for c in answer.choices}
+    assert len(ids) == 3 and all(c.finish_reason == "tool_calls" for c in answer.choices)
+    one = chat(messages=user("Weather in Oslo?"), tools=CHAT_TOOLS)
+    assert answer.usage.prompt_tokens == one.usage.prompt_tokens
+    assert answer.usage.completion_tokens == 3 * one.usage.completion_tokens
+    status, body = send("completions", {"prompt": "Say this", "n": 2})
+    assert status == 200 and [c["index"] for c in orjson.loads(body)["choices"]] == [0, 1]
+
+
+def test_streamed_n_choices_each_start_with_the_role_and_end_with_a_reason():
+    chunks = chat_chunks(messages=user("a b"), n=2, stream_options={"include_usage": True})
+    by_index: dict[int, list] = {}
+    for chunk in chunks[:-1]:
+        (choice,) = chunk.choices
+        by_index.setdefault(choice.index, []).append(choice)
+    assert sorted(by_index) == [0, 1]
+    for pieces in by_index.values():
+        assert pieces[0].delta.role == "assistant" and pieces[-1].finish_reason == "stop"
+        assert "".join(p.delta.content or "" for p in pieces) == "Mock answer to: a b"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 2 * 5
+
+
+@pytest.mark.parametrize("n", [0, 129, "2", True, 1.5])
+def test_n_out_of_bounds_or_not_an_integer_is_a_400(n):
+    status, body = send("chat/completions", {"messages": user("x"), "n": n})
+    assert status == 400 and orjson.loads(body)["error"]["param"] == "n"
+
+
+BAD_TOOLS = [
+    ("chat/completions", [{"type": "function", "function": {"parameters": WEATHER}}], "tools[0].function.name"),
+    ("chat/completions", [CHAT_TOOLS[0], {"type": "function", "function": {"name": "a b"}}], "tools[1].function.name"),
+    ("chat/completions", [{"type": "function"}], "tools[0].function.name"),
+    ("responses", [{"type": "function", "parameters": WEATHER}], "tools[0].name"),
+    ("responses", [{"type": "function", "name": "x" * 65}], "tools[0].name"),
+]
+
+
+@pytest.mark.parametrize(("endpoint", "tools", "param"), BAD_TOOLS)
+def test_a_function_tool_without_a_valid_name_is_a_400_naming_it(endpoint, tools, param):
+    asked = {"messages": user("x")} if endpoint == "chat/completions" else {"input": "x"}
+    status, body = send(endpoint, {**asked, "tools": tools})
+    error = orjson.loads(body)["error"]
+    assert status == 400 and error["param"] == param and error["type"] == "invalid_request_error"
+
+
+BAD_TURNS = [
+    ("chat/completions", {"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
+    ("responses", {"input": [{"role": "user", "content": "x"}, {"type": "telepathy"}]}, "input[1].type"),
+    ("responses", {"input": [{"type": "message", "role": "tool", "content": "x"}]}, "input[0].role"),
+    ("responses", {"input": [{"type": "message", "content": "x"}]}, "input[0].role"),
+]
+
+
+@pytest.mark.parametrize(("endpoint", "payload", "param"), BAD_TURNS)
+def test_a_role_or_an_input_item_no_model_knows_is_a_400_naming_it(endpoint, payload, param):
+    status, body = send(endpoint, payload)
+    error = orjson.loads(body)["error"]
+    assert status == 400 and error["param"] == param
+    assert "Supported values are" in error["message"] or "Missing required parameter" in error["message"]
+
+
+def test_input_items_the_mock_does_not_read_are_taken_as_said():
+    items = [{"type": "reasoning", "id": "rs_1", "summary": []}, {"role": "user", "content": "go on"}]
+    assert responses(input=items).output_text == "Mock answer to: go on"
+
+
 # -- Responses API -----------------------------------------------------------------------
 
 

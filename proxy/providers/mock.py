@@ -22,7 +22,7 @@ from ..errors import error_body
 from ..upstream import UpstreamClient, UpstreamRequest, UpstreamResponse
 from .base import Provider
 from .mock_answer import Answer, answer
-from .mock_conversation import MockRequestError, from_chat, from_completions, from_responses
+from .mock_conversation import MockRequestError, choices, from_chat, from_completions, from_responses
 from .mock_embeddings import embeddings
 from .mock_forward import forwarded_answer
 from .mock_responses import responses_body, responses_events
@@ -64,7 +64,8 @@ def _answered(endpoint: str, payload: dict[str, Any]) -> MockResponse:
         if stream:
             return MockResponse(responses_events(payload, said), content_type="text/event-stream")
         return MockResponse(responses_body(payload, said))
-    said = answer(from_completions(payload) if endpoint == "completions" else from_chat(payload))
+    conversation = from_completions(payload) if endpoint == "completions" else from_chat(payload)
+    said = [answer(conversation) for _ in range(choices(payload))]  # `n`: each its own tool call id
     if stream:
         return MockResponse(_sse(endpoint, payload, said), content_type="text/event-stream")
     return MockResponse(orjson.dumps(_completion(endpoint, payload, said)))
@@ -97,12 +98,10 @@ def _forwarded(request: UpstreamRequest) -> MockResponse:
     return MockResponse(body, status_code=status)
 
 
-def _usage(said: Answer) -> dict[str, int]:
-    return {
-        "prompt_tokens": said.prompt_tokens,
-        "completion_tokens": said.completion_tokens,
-        "total_tokens": said.prompt_tokens + said.completion_tokens,
-    }
+def _usage(said: list[Answer]) -> dict[str, int]:
+    """The prompt is read once; each choice's words count."""
+    prompt, completion = said[0].prompt_tokens, sum(one.completion_tokens for one in said)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 def _envelope(endpoint: str, payload: dict[str, Any], chunk: bool) -> dict[str, Any]:
@@ -119,31 +118,36 @@ def _finish_reason(said: Answer) -> str:
     return "stop" if said.call is None else "tool_calls"
 
 
-def _completion(endpoint: str, payload: dict[str, Any], said: Answer) -> dict[str, Any]:
+def _completion(endpoint: str, payload: dict[str, Any], said: list[Answer]) -> dict[str, Any]:
+    return {**_envelope(endpoint, payload, chunk=False), "choices": [_choice(endpoint, i, one) for i, one in enumerate(said)],
+            "usage": _usage(said)}
+
+
+def _choice(endpoint: str, index: int, said: Answer) -> dict[str, Any]:
     if endpoint == "completions":
-        choice = {"index": 0, "text": said.text, "finish_reason": "stop", "logprobs": None}
-    else:
-        message: dict[str, Any] = {"role": "assistant", "content": said.text}
-        if said.call is not None:
-            call = said.call
-            message["tool_calls"] = [
-                {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
-            ]
-        choice = {"index": 0, "message": message, "finish_reason": _finish_reason(said)}
-    return {**_envelope(endpoint, payload, chunk=False), "choices": [choice], "usage": _usage(said)}
+        return {"index": index, "text": said.text, "finish_reason": "stop", "logprobs": None}
+    message: dict[str, Any] = {"role": "assistant", "content": said.text}
+    if said.call is not None:
+        call = said.call
+        message["tool_calls"] = [
+            {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+        ]
+    return {"index": index, "message": message, "finish_reason": _finish_reason(said)}
 
 
-def _sse(endpoint: str, payload: dict[str, Any], said: Answer) -> list[bytes]:
-    """The answer's chunks: the first carries the role (chat), then a word or an arguments piece each."""
+def _sse(endpoint: str, payload: dict[str, Any], said: list[Answer]) -> list[bytes]:
+    """The answer's chunks, one choice after the other: the first of each carries the role
+    (chat), then a word or an arguments piece each, then its finish reason."""
     envelope = _envelope(endpoint, payload, chunk=True)
-    if endpoint == "completions":
-        choices = [{"index": 0, "text": piece, "finish_reason": None, "logprobs": None} for piece in said.pieces()]
-        last = {"index": 0, "text": "", "finish_reason": "stop", "logprobs": None}
-    else:
-        choices = [{"index": 0, "delta": delta, "finish_reason": None} for delta in _deltas(said)]
-        last = {"index": 0, "delta": {}, "finish_reason": _finish_reason(said)}
+    choices: list[dict[str, Any]] = []
+    for i, one in enumerate(said):
+        if endpoint == "completions":
+            choices += [{"index": i, "text": piece, "finish_reason": None, "logprobs": None} for piece in one.pieces()]
+            choices.append({"index": i, "text": "", "finish_reason": "stop", "logprobs": None})
+        else:
+            choices += [{"index": i, "delta": delta, "finish_reason": None} for delta in _deltas(one)]
+            choices.append({"index": i, "delta": {}, "finish_reason": _finish_reason(one)})
     events = [{**envelope, "choices": [choice]} for choice in choices]
-    events.append({**envelope, "choices": [last]})
     if (payload.get("stream_options") or {}).get("include_usage"):
         events.append({**envelope, "choices": [], "usage": _usage(said)})
     return [b"data: " + orjson.dumps(e) + b"\n\n" for e in events] + [b"data: [DONE]\n\n"]

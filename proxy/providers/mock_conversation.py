@@ -6,7 +6,8 @@ Chat Completions, Responses and legacy completions differ in shape only; read in
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,22 @@ from ..render import content_text
 
 #: The `format` types that ask for JSON text.
 JSON_FORMATS = ("json_schema", "json_object")
+CHAT_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+RESPONSES_ROLES = ("user", "assistant", "system", "developer")
+#: The input item types of the Responses API (openai-python 3.57's `ResponseInputItemParam`):
+#: the mock reads messages and function calls and their outputs; the rest it takes as said.
+INPUT_ITEM_TYPES = frozenset({
+    "message", "function_call", "function_call_output", "reasoning", "item_reference", "compaction",
+    "compaction_trigger", "file_search_call", "web_search_call", "computer_call", "computer_call_output",
+    "code_interpreter_call", "image_generation_call", "local_shell_call", "local_shell_call_output",
+    "shell_call", "shell_call_output", "apply_patch_call", "apply_patch_call_output", "mcp_list_tools",
+    "mcp_approval_request", "mcp_approval_response", "mcp_call", "custom_tool_call", "custom_tool_call_output",
+    "tool_search_call", "tool_search_output", "additional_tools", "configuration_update", "program", "program_output",
+})
+#: OpenAI's rule for a function's name.
+FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+#: OpenAI's bounds for `n`, the number of choices.
+MAX_CHOICES = 128
 
 
 class MockRequestError(ValueError):
@@ -48,6 +65,16 @@ class Conversation:
         self.last_role = role
 
 
+def choices(payload: dict[str, Any]) -> int:
+    """`n`: how many choices to answer (Chat Completions and legacy completions)."""
+    n = payload.get("n")
+    if n is None:
+        return 1
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_CHOICES:
+        raise MockRequestError(f"Invalid 'n': expected an integer from 1 to {MAX_CHOICES}, got {n!r}.", "n")
+    return n
+
+
 def from_completions(payload: dict[str, Any]) -> Conversation:
     """Legacy `/completions`: the prompt is the user's turn."""
     prompt = payload.get("prompt", "")
@@ -58,19 +85,19 @@ def from_completions(payload: dict[str, Any]) -> Conversation:
 def from_chat(payload: dict[str, Any]) -> Conversation:
     """`/chat/completions`: `messages`, `tools` with `tool_choice`, `response_format`."""
     conversation = Conversation()
-    for message in payload.get("messages") or ():
+    for i, message in enumerate(payload.get("messages") or ()):
         if isinstance(message, dict):
-            conversation.hear(str(message.get("role")), content_text(message.get("content")))
+            conversation.hear(_one_of(message.get("role"), CHAT_ROLES, f"messages[{i}].role"),
+                              content_text(message.get("content")))
             for call in _list(message.get("tool_calls")):
                 if isinstance(call, dict) and isinstance(call.get("function"), dict):
                     conversation.called.add(str(call["function"].get("name")))
     tools = payload.get("tools")
     if tools and isinstance(tools, list):
         conversation.tools = [
-            _tool(tool["function"], f"tools[{i}].function.parameters")
+            _tool(_dict(tool.get("function")), f"tools[{i}].function")
             for i, tool in enumerate(tools)
             if isinstance(tool, dict) and tool.get("type", "function") == "function"
-            and isinstance(tool.get("function"), dict)
         ]
         _choose(conversation, payload.get("tool_choice"), lambda named: _dict(named.get("function")).get("name"))
     wanted = payload.get("response_format")
@@ -92,12 +119,13 @@ def from_responses(payload: dict[str, Any]) -> Conversation:
     items = payload.get("input")
     if isinstance(items, str):
         conversation.hear("user", items)
-    for item in items if isinstance(items, list) else ():
+    for i, item in enumerate(items if isinstance(items, list) else ()):
         if not isinstance(item, dict):
             continue
-        kind = item.get("type", "message")
+        kind = _one_of(item.get("type", "message"), INPUT_ITEM_TYPES, f"input[{i}].type")
         if kind == "message":
-            conversation.hear(str(item.get("role")), content_text(item.get("content")))
+            role = _one_of(item.get("role"), RESPONSES_ROLES, f"input[{i}].role")
+            conversation.hear(role, content_text(item.get("content")))
         elif kind == "function_call":
             conversation.called.add(str(item.get("name")))
             conversation.hear("assistant", "")
@@ -107,7 +135,7 @@ def from_responses(payload: dict[str, Any]) -> Conversation:
     tools = payload.get("tools")
     if tools and isinstance(tools, list):
         conversation.tools = [
-            _tool(tool, f"tools[{i}].parameters")
+            _tool(tool, f"tools[{i}]")
             for i, tool in enumerate(tools)
             if isinstance(tool, dict) and tool.get("type") == "function"
         ]
@@ -119,13 +147,30 @@ def from_responses(payload: dict[str, Any]) -> Conversation:
     return conversation
 
 
-def _tool(function: dict[str, Any], param: str) -> dict[str, Any]:
+def _tool(function: dict[str, Any], at: str) -> dict[str, Any]:
+    """A function tool as the rule reads it; `at` is where it is in the request (for errors)."""
+    name = function.get("name")
+    if name is None:
+        raise MockRequestError(f"Missing required parameter: '{at}.name'.", f"{at}.name")
+    if not isinstance(name, str) or not FUNCTION_NAME.fullmatch(name):
+        raise MockRequestError(f"Invalid '{at}.name': {name!r} is not a function name: expected 1 to 64 letters, "
+                               "digits, underscores or dashes.", f"{at}.name")
     parameters = function.get("parameters")
     return {
-        "name": str(function.get("name", "")),
+        "name": name,
         "parameters": parameters if isinstance(parameters, dict) else {"type": "object", "properties": {}},
-        "param": param,
+        "param": f"{at}.parameters",
     }
+
+
+def _one_of(value: Any, allowed: Iterable[str], param: str) -> str:
+    """`value` if it is one of `allowed`; otherwise the 400 OpenAI answers."""
+    if isinstance(value, str) and value in allowed:
+        return value
+    if value is None:
+        raise MockRequestError(f"Missing required parameter: '{param}'.", param)
+    raise MockRequestError(f"Invalid value for '{param}': {value!r}. Supported values are: "
+                           f"{', '.join(map(repr, sorted(allowed)))}.", param)
 
 
 def _choose(conversation: Conversation, choice: Any, name_of: Callable[[dict[str, Any]], Any]) -> None:
