@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from .errors import ProxyError
-from .limits import BODY_TIMED_OUT, CUT_ANSWER, ClientLimits
+from .limits import BODY_MALFORMED, BODY_TIMED_OUT, CUT_ANSWER, ClientLimits
 from .timeouts import Watchdog, watchdog
 
 #: How long a refused connection's further bytes are read and dropped before it is closed.
@@ -190,7 +190,16 @@ class GuardedProtocol(HttpToolsProtocol):
             cycle.transport.close()  # the coalescing transport: what it holds goes first
 
     def send_400_response(self, msg: str) -> None:
-        """uvicorn's answer to a request the parser cannot read, in OpenAI's shape."""
+        """uvicorn's answer to a request the parser cannot read, in OpenAI's shape. When the
+        head was read and only the body's framing is broken (a bad chunk), the request's
+        handler answers it, so that the call has its row: the body ends where it broke."""
+        cycle = self.cycle
+        if cycle is not None and cycle.more_body and not cycle.response_started and not self.discarding:
+            self.discarding = True  # the parser cannot go on: what else comes is dropped
+            self._cancel_timers()
+            cycle.scope[BODY_MALFORMED] = True  # type: ignore[literal-required]
+            self._end_body(cycle)
+            return
         self._refuse(400, error_body(400, msg, "invalid_http_request"))
 
     # Refusals -----------------------------------------------------------------------------------
@@ -242,6 +251,11 @@ class GuardedProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         cycle.scope[BODY_TIMED_OUT] = self.limits.body_timeout  # type: ignore[literal-required]
+        self._end_body(cycle)
+
+    @staticmethod
+    def _end_body(cycle: Any) -> None:
+        """The handler gets the body as far as it came, and the connection closes after its answer."""
         cycle.more_body = False
         cycle.keep_alive = False
         cycle.message_event.set()

@@ -22,6 +22,9 @@ RESERVED_FDS = 64
 #: The scope key the HTTP layer sets when a request's body stopped arriving (its value: the
 #: timeout in seconds); the body reader turns it into a 408.
 BODY_TIMED_OUT = "study_query_llm.body_timed_out"
+#: The scope key the HTTP layer sets when a request's body framing could not be parsed (a bad
+#: chunk); the body reader turns it into a 400, with the call's row.
+BODY_MALFORMED = "study_query_llm.body_malformed"
 #: The scope key of a callable that ends the answer under way by closing its connection (a
 #: relayed body that upstream broke off): the client sees it cut, and the server logs no error.
 CUT_ANSWER = "study_query_llm.cut_answer"

@@ -11,7 +11,7 @@ from starlette.requests import ClientDisconnect, Request
 from .errors import ProxyError
 from .inflate import inflaters, too_large
 from .json_depth import check_depth
-from .limits import BODY_TIMED_OUT
+from .limits import BODY_MALFORMED, BODY_TIMED_OUT
 from .sse_response import CLIENT_DISCONNECTED
 
 #: nginx's status for a request whose client went away before it was answered: the client
@@ -46,6 +46,9 @@ async def read_body(request: Request, headers: Mapping[str, str], limit: int) ->
             chunks.append(chunk)
     except ClientDisconnect:
         raise ProxyError(CLIENT_CLOSED, CLIENT_DISCONNECTED, code=CLIENT_DISCONNECTED) from None
+    if request.scope.get(BODY_MALFORMED):
+        raise ProxyError(400, "The request body is not valid HTTP/1.1 framing (a malformed chunk or chunk size).",
+                         code="invalid_http_request")
     if (waited := request.scope.get(BODY_TIMED_OUT)) is not None:
         raise ProxyError(
             408, f"The request body stopped arriving: nothing came for {waited:g} s.", code="request_timeout"

@@ -168,6 +168,20 @@ def test_a_chunked_body_that_stops_arriving_gets_408(proxy):
     refused_row(proxy, response, 408, "request_timeout", body_sent=False)
 
 
+@pytest.mark.parametrize("broken", [b"zz\r\n{}\r\n0\r\n\r\n", b"ffffffffffffffffffff\r\n{", b"2\r\n{}XX0\r\n\r\n"],
+                         ids=["not-hex", "size-past-64-bits", "no-crlf-after-data"])
+def test_a_chunked_body_with_broken_framing_gets_400_and_its_row(proxy, broken):
+    """The head was read, so the call has begun: its handler answers (not the HTTP layer
+    alone), and the row says what the client was told, not that it went away."""
+    with connect(proxy.port) as sock:
+        sock.sendall(build("POST", CHAT, host(proxy), [*JSON, (b"Transfer-Encoding", b"chunked")], framing="none")
+                     + broken)
+        response = read_response(sock, timeout=5)
+        assert closed_by_peer(sock, 5), "the connection stays open after a body it cannot read"
+    row = refused_row(proxy, response, 400, "invalid_http_request", body_sent=False)
+    assert "framing" in row["error"]
+
+
 def test_a_slow_body_that_keeps_coming_is_not_cut_off(proxy):
     body = json.dumps(chat()).encode()
     with connect(proxy.port) as sock:
