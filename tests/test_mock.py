@@ -254,6 +254,28 @@ def test_n_out_of_bounds_or_not_an_integer_is_a_400(n):
     assert status == 400 and orjson.loads(body)["error"]["param"] == "n"
 
 
+REFUSED_PARAMETERS = [
+    ("chat/completions", "temperature", 2.5), ("chat/completions", "temperature", "hot"), ("chat/completions", "top_p", -0.1),
+    ("chat/completions", "max_tokens", 0), ("chat/completions", "max_completion_tokens", 1.5),
+    ("chat/completions", "presence_penalty", 3), ("chat/completions", "seed", "s"), ("completions", "max_tokens", -1),
+    ("responses", "max_output_tokens", "many"), ("responses", "max_output_tokens", 15), ("responses", "temperature", False),
+    ("responses", "top_logprobs", 21),
+]
+
+
+@pytest.mark.parametrize(("endpoint", "field", "value"), REFUSED_PARAMETERS)
+def test_sampling_parameters_openai_would_refuse_are_a_400_naming_them(endpoint, field, value):
+    asked = {"chat/completions": {"messages": user("x")}, "completions": {"prompt": "x"}, "responses": {"input": "x"}}
+    status, body = send(endpoint, {**asked[endpoint], field: value})
+    error = orjson.loads(body)["error"]
+    assert status == 400 and error["param"] == field and field in error["message"]
+
+
+def test_sampling_parameters_within_bounds_or_null_are_taken():
+    assert chat(messages=user("x"), temperature=2, top_p=0, max_tokens=1, seed=-5, presence_penalty=None).choices
+    assert responses(input="x", max_output_tokens=16, temperature=0.0, top_p=1).output_text == "Mock answer to: x"
+
+
 BAD_TOOLS = [
     ("chat/completions", [{"type": "function", "function": {"parameters": WEATHER}}], "tools[0].function.name"),
     ("chat/completions", [CHAT_TOOLS[0], {"type": "function", "function": {"name": "a b"}}], "tools[1].function.name"),

@@ -22,9 +22,10 @@ from ..errors import error_body
 from ..upstream import UpstreamClient, UpstreamRequest, UpstreamResponse
 from .base import Provider
 from .mock_answer import Answer, answer
-from .mock_conversation import MockRequestError, choices, from_chat, from_completions, from_responses
+from .mock_conversation import MockRequestError, from_chat, from_completions, from_responses
 from .mock_embeddings import embeddings
 from .mock_forward import forwarded_answer
+from .mock_params import check_parameters, choices
 from .mock_responses import responses_body, responses_events
 
 #: Forwarded calls (everything but the proxy's own endpoints) go to `mock:///v1/{path}`.
@@ -59,6 +60,7 @@ def _answered(endpoint: str, payload: dict[str, Any]) -> MockResponse:
     stream = bool(payload.get("stream"))
     if endpoint == "embeddings":
         return MockResponse(orjson.dumps(embeddings(payload)))
+    check_parameters(endpoint, payload)
     if endpoint == "responses":
         said = answer(from_responses(payload))
         if stream:

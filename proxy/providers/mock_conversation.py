@@ -29,8 +29,6 @@ INPUT_ITEM_TYPES = frozenset({
 })
 #: OpenAI's rule for a function's name.
 FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
-#: OpenAI's bounds for `n`, the number of choices.
-MAX_CHOICES = 128
 
 
 class MockRequestError(ValueError):
@@ -63,16 +61,6 @@ class Conversation:
         elif role == "user":
             self.user = text
         self.last_role = role
-
-
-def choices(payload: dict[str, Any]) -> int:
-    """`n`: how many choices to answer (Chat Completions and legacy completions)."""
-    n = payload.get("n")
-    if n is None:
-        return 1
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_CHOICES:
-        raise MockRequestError(f"Invalid 'n': expected an integer from 1 to {MAX_CHOICES}, got {n!r}.", "n")
-    return n
 
 
 def from_completions(payload: dict[str, Any]) -> Conversation:

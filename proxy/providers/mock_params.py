@@ -1,0 +1,47 @@
+"""The sampling parameters the mock checks as OpenAI does: their types and bounds.
+
+The mock does not sample, so it uses none of them but `n`; a value OpenAI would refuse is
+refused here too (400 naming the field), so that code which works against the mock does
+not fail on its first call to a real model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .mock_conversation import MockRequestError
+
+#: name → (integer only, least, most); None: no bound.
+Bounds = tuple[bool, float | None, float | None]
+SAMPLING: dict[str, Bounds] = {"temperature": (False, 0, 2), "top_p": (False, 0, 1)}
+CHAT: dict[str, Bounds] = {
+    **SAMPLING, "n": (True, 1, 128), "max_tokens": (True, 1, None), "max_completion_tokens": (True, 1, None),
+    "presence_penalty": (False, -2, 2), "frequency_penalty": (False, -2, 2), "seed": (True, None, None),
+}
+PARAMETERS: dict[str, dict[str, Bounds]] = {
+    "chat/completions": CHAT,
+    "completions": {**CHAT, "max_tokens": (True, 0, None)},
+    "responses": {**SAMPLING, "max_output_tokens": (True, 16, None), "top_logprobs": (True, 0, 20)},
+}
+
+
+def check_parameters(endpoint: str, payload: dict[str, Any]) -> None:
+    """Raise `MockRequestError` for the first parameter OpenAI would refuse (null means unset)."""
+    for name, (integer, least, most) in PARAMETERS.get(endpoint, {}).items():
+        value = payload.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+            expected = "an integer" if integer else "a number"
+            raise MockRequestError(f"Invalid type for '{name}': expected {expected}, but got "
+                                   f"{type(value).__name__} instead.", name)
+        if least is not None and value < least:
+            raise MockRequestError(f"Invalid '{name}': expected a value >= {least:g}, but got {value!r} instead.", name)
+        if most is not None and value > most:
+            raise MockRequestError(f"Invalid '{name}': expected a value <= {most:g}, but got {value!r} instead.", name)
+
+
+def choices(payload: dict[str, Any]) -> int:
+    """`n`: how many choices to answer (Chat Completions and legacy completions; checked)."""
+    n = payload.get("n")
+    return 1 if n is None else int(n)
