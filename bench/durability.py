@@ -13,9 +13,10 @@ by `none`'s per round, and the table shows the medians of those ratios and of th
 Then --calls sequential calls go to each mode on a keep-alive connection each, one call to
 each mode in turn (the order rotating), so that the machine's drift from one second to the
 next weighs on all modes alike; "added p50" is a mode's p50 minus `none`'s. Paced: the same
-rounds with each connection waiting --pace-ms before each call (wrk's `delay()`), so that the
-32 connections offer about half of what one core serves: p99 without the queue of a
-saturated server, where every call waits behind the 31 others.
+rounds with each connection waiting --pace-ms on average before each call (wrk's `delay()`,
+drawn from an exponential distribution, as independent clients' gaps are), so that the 32
+connections offer about half of what one core serves: p99 without the queue of a saturated
+server, where every call waits behind the 31 others.
 
 Then the same `process` and `none` proxies are loaded at the same time, both on core 0, each
 by its own wrk -c32 (--rounds runs of --duration seconds): the kernel gives each half of the
@@ -112,7 +113,7 @@ def cost(upstream: Upstream, tmp: Path, args: argparse.Namespace) -> dict[str, A
         wrk(proxy.target.url("lat0"), proxy.target.body("lat0"), 32, 1)
         sequential(conns[mode], proxy.target, 50)
     rounds = wrk_rounds(proxies, pids, args)
-    log(f"paced: {args.rounds} rounds of wrk -c32, each connection waiting {args.pace_ms} ms before each call")
+    log(f"paced: {args.rounds} rounds of wrk -c32, each connection waiting {args.pace_ms} ms on average before each call")
     paced = wrk_rounds(proxies, pids, args, delay_ms=args.pace_ms)
     settle(pids)
     for mode, proxy in proxies.items():
@@ -226,7 +227,8 @@ def report(results: dict[str, Any]) -> str:
             lines.append(f"| {mode} | {v['rps']:,.0f} | {v['rps_over_none']:.3f} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} | "
                          f"{v['c1_p50_ms']:.3f} | {v['c1_p50_added_ms']:+.3f} | {v['errors']} | {v['rows']:,} |")
         delay = next(iter(c["modes"].values()))["paced"]["delay_ms"]
-        lines += ["", f"paced (wrk -c32, each connection waiting {delay} ms before each call: below saturation; medians)", "",
+        lines += ["", f"paced (wrk -c32, each connection waiting {delay} ms on average, drawn at random, before each call: "
+                  "below saturation; medians)", "",
                   "| durability | req/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|"]
         for mode, v in c["modes"].items():
             pv = v["paced"]
@@ -250,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=2.0, help="seconds per wrk run (default 2)")
     p.add_argument("--calls", type=int, help="sequential calls per mode, interleaved call by call (default 3000, quick 1000)")
     p.add_argument("--pace-ms", type=int, default=16,
-                   help="the paced rounds: each connection's wait before each call, ms (default 16)")
+                   help="the paced rounds: each connection's mean wait before each call, ms (default 16)")
     p.add_argument("--kill-after", type=float, default=2.0, help="seconds of load before the SIGKILL")
     p.add_argument("--skip-cost", action="store_true")
     p.add_argument("--skip-kill", action="store_true")

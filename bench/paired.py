@@ -5,8 +5,10 @@
     python bench/paired.py --base ../before --stream --gap-ms 0      # 50-event streams, in bursts
     python bench/paired.py --base ../before --api responses --stream # Responses API streams
     python bench/paired.py --base ../before --conns 1     # one call at a time each
+    python bench/paired.py --base . --base-durability none   # what the journal costs this tree
 
-This tree's proxy and --base's run at once, both pinned to core 0 with durability `process`,
+This tree's proxy and --base's run at once, both pinned to core 0 with durability `process`
+(--durability and --base-durability choose others),
 the fake upstream and one wrk per proxy on core 1. Each round loads both together: the kernel
 gives each proxy half of the core, so the ratio of their req/s is the inverse ratio of their
 CPU cost per call, and whatever else the machine is doing weighs on both alike. On a shared
@@ -24,7 +26,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from durability import ModeProxy  # noqa: E402
+from durability import MODES as DURABILITIES, ModeProxy  # noqa: E402
 from measure import med, wrk_together  # noqa: E402
 from procs import ROOT, Process, log, script_scratch, settle  # noqa: E402
 from servers import Upstream  # noqa: E402
@@ -37,6 +39,8 @@ def main() -> int:
     p.add_argument("--api", choices=("chat", "responses"), default="chat")
     p.add_argument("--stream", action="store_true", help=f"streamed answers of {STREAM_CHUNKS} events")
     p.add_argument("--gap-ms", type=float, default=2.0, help="between stream events (default 2)")
+    p.add_argument("--durability", choices=DURABILITIES, default="process", help="this tree's (default process)")
+    p.add_argument("--base-durability", choices=DURABILITIES, default="process", help="--base's (default process)")
     p.add_argument("--conns", type=int, default=32, help="connections per proxy (default 32)")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--duration", type=float, default=4.0, help="seconds per round (default 4)")
@@ -49,13 +53,13 @@ def main() -> int:
     tmp = script_scratch("paired")
     try:
         upstream = Upstream(tmp)
-        proxies = {label: ModeProxy(upstream, tmp, "process", label, tree=tree, upstream_path=upstream_path)
-                   for label, tree in (("this", ROOT), ("base", base))}
+        proxies = {label: ModeProxy(upstream, tmp, mode, label, tree=tree, upstream_path=upstream_path)
+                   for label, tree, mode in (("this", ROOT, args.durability), ("base", base, args.base_durability))}
         loads = {label: (proxy.target.url("lat0", api), proxy.target.body("lat0", args.stream, api))
                  for label, proxy in proxies.items()}
         pids = [proxy.proc.pid for proxy in proxies.values()]
         what = f"{api.endpoint}{', streamed' if args.stream else ''}, {args.conns} connections each"
-        log(f"paired: this tree ({ROOT}) and {base}, both on core 0: {what}, {args.rounds} rounds of {args.duration:g}s")
+        log(f"paired: this tree ({ROOT}, {args.durability}) and {base} ({args.base_durability}), both on core 0: {what}, {args.rounds} rounds of {args.duration:g}s")
         wrk_together(loads, args.conns, 1.0)  # warm-up
         ratios = []
         for _ in range(args.rounds):
