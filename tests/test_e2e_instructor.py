@@ -1,55 +1,21 @@
-"""instructor against the mock, in a venv of its own: instructor pins an older openai than the
-project's dev environment, so it cannot share the test venv.
-
-The venv is made once and kept at tests/.venv-instructor (gitignored); the test skips, saying
-why, when it cannot be made or instructor cannot be installed.
-"""
+"""instructor against the mock, in the venv of tests/client_venv.py: instructor pins an older
+openai than the project's dev environment, so it cannot share the test venv."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from conftest import fake_key, minimal_env
+from client_venv import run_check
+from conftest import fake_key
 
 pytestmark = pytest.mark.timeout(600)
 
-HERE = Path(__file__).resolve().parent
-VENV = HERE / ".venv-instructor"
-PYTHON = VENV / "bin" / "python"
-READY = VENV / ".installed"  # written once pip succeeded, so a half-made venv is made again
-
-
-def _instructor_python() -> Path:
-    if READY.exists():
-        return PYTHON
-    made = subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], capture_output=True, text=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot make a venv for instructor: {made.stderr.strip()[-500:]}")
-    pip = subprocess.run(
-        [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "instructor"],
-        capture_output=True, text=True, timeout=540,
-    )
-    if pip.returncode != 0:
-        tail = "\n".join((pip.stdout + pip.stderr).strip().splitlines()[-10:])
-        pytest.skip(f"cannot install instructor (pip exited {pip.returncode}):\n{tail}")
-    READY.write_text("instructor\n")
-    return PYTHON
-
 
 def test_instructor_modes_get_valid_models_from_the_mock(module_proxy_factory):
-    python = _instructor_python()
     proxy = module_proxy_factory()
-    run = subprocess.run(
-        [str(python), str(HERE / "instructor_check.py"), proxy.v1, fake_key("sk-test-client")],
-        capture_output=True, text=True, timeout=120, env=minimal_env({"PYTHONPATH": ""}),
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    results = json.loads(run.stdout.strip().splitlines()[-1])
+    results = run_check("instructor_check.py", proxy.v1, fake_key("sk-test-client"))
     assert set(results) == {"TOOLS", "JSON", "JSON_SCHEMA"}
     # A tool's arguments carry the user's words; a JSON answer carries the mock's text.
     assert results["TOOLS"]["summary"] == "Review two classics"
