@@ -144,6 +144,7 @@ def server_options(settings: Settings, log_level: str) -> dict[str, object]:
         log_level=log_level,
         access_log=False,
         proxy_headers=False,  # nothing reads the client's address: no X-Forwarded-* rewriting per request
+        server_header=False,  # no `server: uvicorn`: it tells a client nothing, and each answer's headers are checked one by one
         timeout_graceful_shutdown=limits.shutdown_grace,  # then calls still in flight are answered 503
     )
 

@@ -7,8 +7,9 @@ client has its answer, so logging in full costs the response nothing.
 
 from __future__ import annotations
 
-import time
 import random
+import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,8 @@ from .render import render_answer, render_prompt
 from .responses.rows import response_metadata, usage_columns
 
 SENSITIVE_HEADER_WORDS = ("auth", "key", "token", "secret", "cookie", "password", "signature")
+#: One search per header name for any of the words (a generator over the words cost ~7 steps a header).
+_SENSITIVE = re.compile("|".join(SENSITIVE_HEADER_WORDS))
 #: The endpoints whose answer's `usage` is this call's: a retrieved response's usage was another call's.
 METERED_ENDPOINTS = frozenset({"chat/completions", "completions", "embeddings", "responses"})
 
@@ -43,10 +46,12 @@ def new_request_id() -> str:
 
 def redact_headers(headers: Any) -> dict[str, str]:
     """Request headers as stored: any credential-looking header's value is replaced."""
-    return {
-        name: "[redacted]" if any(word in name for word in SENSITIVE_HEADER_WORDS) else value
-        for name, value in ((k.lower(), v) for k, v in headers.items())
-    }
+    search = _SENSITIVE.search
+    redacted = {}
+    for name, value in headers.items():
+        name = name.lower()
+        redacted[name] = "[redacted]" if search(name) else value
+    return redacted
 
 
 @dataclass(slots=True)
