@@ -228,8 +228,17 @@ def test_identical_calls_to_different_workers_make_one_upstream_call_through_red
     proxy = proxy_factory(env=env, config=redis_config(redis_prefix), extra_args=["--workers", "2"])
     model = unique("slow")  # answers after 300 ms: the calls overlap
     body = {"model": model, "messages": [{"role": "user", "content": "the same question"}]}
-    with ThreadPoolExecutor(8) as pool:  # a connection each: both workers get some
-        responses = list(pool.map(lambda _: httpx.post(proxy.v1 + "/chat/completions", json=body, timeout=20), range(8)))
+    clients = [httpx.Client(timeout=20) for _ in range(8)]  # a connection each: both workers get some
+    together = threading.Barrier(8)  # all sent within the leader's 300 ms, however busy the machine
+
+    def call(client: httpx.Client) -> httpx.Response:
+        together.wait()
+        return client.post(proxy.v1 + "/chat/completions", json=body)
+
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(call, clients))
+    for client in clients:
+        client.close()
     assert [r.status_code for r in responses] == [200] * 8
     assert [r.headers.get("x-study-cache") for r in responses].count("dedup") == 7
     time.sleep(0.3)
