@@ -295,6 +295,16 @@ def test_a_function_tool_without_a_valid_name_is_a_400_naming_it(endpoint, tools
 
 BAD_TURNS = [
     ("chat/completions", {"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
+    ("chat/completions", {"messages": [{"role": "user"}]}, "messages[0].content"),
+    ("chat/completions", {"messages": [{"role": "assistant", "content": None}]}, "messages[0].content"),
+    ("chat/completions", {"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+    ("chat/completions", {"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages[0].content[0].text"),
+    ("chat/completions", {"messages": [{"role": "user", "content": ["x"]}]}, "messages[0].content[0]"),
+    ("chat/completions", {"messages": [*user("x"), {"role": "tool", "content": "ok"}]}, "messages[2].tool_call_id"),
+    ("chat/completions", {"messages": user("x"), "response_format": {"type": "xml"}}, "response_format.type"),
+    ("chat/completions", {"messages": user("x"), "tools": []}, "tools"),
+    ("chat/completions", {"messages": user("x"), "tool_choice": "required"}, "tool_choice"),
+    ("responses", {"input": "x", "text": {"format": {"type": "yaml"}}}, "text.format.type"),
     ("responses", {"input": [{"role": "user", "content": "x"}, {"type": "telepathy"}]}, "input[1].type"),
     ("responses", {"input": [{"type": "message", "role": "tool", "content": "x"}]}, "input[0].role"),
     ("responses", {"input": [{"type": "message", "content": "x"}]}, "input[0].role"),
@@ -306,7 +316,17 @@ def test_a_role_or_an_input_item_no_model_knows_is_a_400_naming_it(endpoint, pay
     status, body = send(endpoint, payload)
     error = orjson.loads(body)["error"]
     assert status == 400 and error["param"] == param
-    assert "Supported values are" in error["message"] or "Missing required parameter" in error["message"]
+    assert param in error["message"]
+
+
+def test_an_assistant_turn_of_tool_calls_alone_and_content_parts_are_taken():
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}
+    messages = [{"role": "user", "content": [{"type": "text", "text": "now?"}, {"type": "image_url", "image_url": {"url": "x"}}]},
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "noon"}]
+    answer = chat(messages=messages, tools=CHAT_TOOLS, response_format={"type": "text"})
+    text = answer.choices[0].message.content
+    assert text.startswith("Mock answer to: now?") and text.endswith("(tool said: noon)")
 
 
 def test_input_items_the_mock_does_not_read_are_taken_as_said():
@@ -423,7 +443,13 @@ def test_embeddings_dimensions_are_honoured_and_deterministic():
     assert vector("t", 100) == vector("t", 100)
 
 
-REFUSED = [("dimensions", 0), ("dimensions", "8"), ("dimensions", 3073), ("encoding_format", "hex"), ("input", ["x"] * 2049)]
+REFUSED = [("input", ""), ("input", []), ("input", [""]), ("input", ["a", 5]), ("input", [{"a": 1}]), ("input", [[1], []]),
+           ("input", 5), ("input", None), ("dimensions", 0), ("dimensions", "8"), ("dimensions", 3073), ("encoding_format", "hex"), ("input", ["x"] * 2049)]
+
+
+def test_token_ids_embed_as_one_input_a_list_of_them_as_several():
+    assert len(embed(input=[1, 2, 3]).data) == 1 and embed(input=[1, 2, 3]).usage.prompt_tokens == 3
+    assert len(embed(input=[[1, 2], [3]]).data) == 2
 
 
 @pytest.mark.parametrize(("field", "value"), REFUSED)

@@ -15,6 +15,7 @@ from ..render import content_text
 
 #: The `format` types that ask for JSON text.
 JSON_FORMATS = ("json_schema", "json_object")
+FORMAT_TYPES = ("text", *JSON_FORMATS)
 CHAT_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 RESPONSES_ROLES = ("user", "assistant", "system", "developer")
 #: The input item types of the Responses API (openai-python 3.57's `ResponseInputItemParam`):
@@ -75,12 +76,16 @@ def from_chat(payload: dict[str, Any]) -> Conversation:
     conversation = Conversation()
     for i, message in enumerate(payload.get("messages") or ()):
         if isinstance(message, dict):
-            conversation.hear(_one_of(message.get("role"), CHAT_ROLES, f"messages[{i}].role"),
-                              content_text(message.get("content")))
+            conversation.hear(_chat_message(i, message), content_text(message.get("content")))
             for call in _list(message.get("tool_calls")):
                 if isinstance(call, dict) and isinstance(call.get("function"), dict):
                     conversation.called.add(str(call["function"].get("name")))
     tools = payload.get("tools")
+    if tools == []:
+        raise MockRequestError("Invalid 'tools': empty array. Expected an array with at least one tool.", "tools")
+    if not tools and payload.get("tool_choice") is not None:
+        raise MockRequestError("Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are "
+                               "specified.", "tool_choice")
     if tools and isinstance(tools, list):
         conversation.tools = [
             _tool(_dict(tool.get("function")), f"tools[{i}].function")
@@ -89,6 +94,8 @@ def from_chat(payload: dict[str, Any]) -> Conversation:
         ]
         _choose(conversation, payload.get("tool_choice"), lambda named: _dict(named.get("function")).get("name"))
     wanted = payload.get("response_format")
+    if isinstance(wanted, dict):
+        _one_of(wanted.get("type"), FORMAT_TYPES, "response_format.type")
     if isinstance(wanted, dict) and wanted.get("type") in JSON_FORMATS:
         spec = wanted.get("json_schema")
         conversation.format = {"type": wanted["type"], "schema": spec.get("schema") if isinstance(spec, dict) else None}
@@ -130,9 +137,32 @@ def from_responses(payload: dict[str, Any]) -> Conversation:
         _choose(conversation, payload.get("tool_choice"), lambda named: named.get("name"))
     text = payload.get("text")
     wanted = text.get("format") if isinstance(text, dict) else None
+    if isinstance(wanted, dict):
+        _one_of(wanted.get("type"), FORMAT_TYPES, "text.format.type")
     if isinstance(wanted, dict) and wanted.get("type") in JSON_FORMATS:
         conversation.format = {"type": wanted["type"], "schema": wanted.get("schema")}
     return conversation
+
+
+def _chat_message(i: int, message: dict[str, Any]) -> str:
+    """The role of `messages[i]`, once the message is one OpenAI takes: a content of its
+    types (none only for an assistant's tool calls), a tool result with its call's id."""
+    role = _one_of(message.get("role"), CHAT_ROLES, f"messages[{i}].role")
+    at, content = f"messages[{i}].content", message.get("content")
+    if content is None:
+        if role != "assistant" or not (message.get("tool_calls") or message.get("function_call")):
+            raise MockRequestError(f"Missing required parameter: '{at}'.", at)
+    elif not isinstance(content, (str, list)):
+        raise MockRequestError(f"Invalid type for '{at}': expected a string or an array of content parts, "
+                               f"but got {type(content).__name__} instead.", at)
+    for j, part in enumerate(content if isinstance(content, list) else ()):
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise MockRequestError(f"Invalid '{at}[{j}]': a content part is an object with a `type`.", f"{at}[{j}]")
+        if part["type"] == "text" and not isinstance(part.get("text"), str):
+            raise MockRequestError(f"Missing required parameter: '{at}[{j}].text'.", f"{at}[{j}].text")
+    if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+        raise MockRequestError(f"Missing required parameter: 'messages[{i}].tool_call_id'.", f"messages[{i}].tool_call_id")
+    return role
 
 
 def _tool(function: dict[str, Any], at: str) -> dict[str, Any]:

@@ -21,8 +21,7 @@ MAX_INPUTS = 2048
 
 def embeddings(payload: dict[str, Any]) -> dict[str, Any]:
     """The `/embeddings` answer for `payload`; a 400 for a format or size OpenAI would refuse."""
-    inputs = payload.get("input", "")
-    inputs = [inputs] if isinstance(inputs, str) else list(inputs)
+    inputs = _inputs(payload.get("input"))
     if len(inputs) > MAX_INPUTS:
         raise MockRequestError(f"`input` may hold at most {MAX_INPUTS} items.", "input")
     dimensions = payload.get("dimensions")
@@ -38,13 +37,29 @@ def embeddings(payload: dict[str, Any]) -> dict[str, Any]:
         {"object": "embedding", "index": i, "embedding": encode(vector(str(text), dimensions))}
         for i, text in enumerate(inputs)
     ]
-    tokens = sum(len(str(text).split()) for text in inputs)
+    tokens = sum(len(text) if isinstance(text, list) else len(text.split()) for text in inputs)
     return {
         "object": "list",
         "data": data,
         "model": payload.get("model", "echo"),
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
+
+
+def _inputs(value: Any) -> list[Any]:
+    """What OpenAI embeds: a string, a list of strings, a list of token ids, or a list of
+    such lists; none of them empty."""
+    if isinstance(value, str) or (isinstance(value, list) and value and all(map(_is_token, value))):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(
+        (isinstance(item, str) or (isinstance(item, list) and all(map(_is_token, item)))) and item for item in value
+    ):
+        raise MockRequestError("'$.input' is invalid: send a non-empty string, a list of them, or token ids.", "input")
+    return value
+
+
+def _is_token(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def vector(text: str, dimensions: int = DEFAULT_DIMENSIONS) -> list[float]:
