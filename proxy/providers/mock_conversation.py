@@ -1,7 +1,9 @@
 """A request as the mock reads it: who said what, which tools it offers, what format it wants.
 
 Chat Completions, Responses and legacy completions differ in shape only; read into one
-`Conversation`, they get their answer from one place (mock_answer.py).
+`Conversation`, they get their answer from one place (mock_answer.py). What is read is
+checked as OpenAI checks it (roles, item types, message contents, tool names, format types):
+a request a model would refuse gets the mock's 400 naming the field, not an answer.
 """
 
 from __future__ import annotations
