@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,16 @@ VENV = HERE / ".venv-clients"
 PYTHON = VENV / "bin" / "python"
 PACKAGES = ("instructor", "litellm")
 READY = VENV / ".installed"  # written once pip succeeded, so a half-made venv is made again
+_MAKING = threading.Lock()  # tests/prewarm.py makes it in a thread while the suite runs
 
 
 def client_python() -> Path:
     """The venv's interpreter, made on first use (a few minutes at most)."""
+    with _MAKING:
+        return _made()
+
+
+def _made() -> Path:
     if READY.exists() and READY.read_text().split() == list(PACKAGES):
         return PYTHON
     made = subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], capture_output=True, text=True)

@@ -239,6 +239,13 @@ def start_proxy(
 ProxyFactory = Callable[..., ProxyServer]
 
 
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from prewarm import last_the_slow_set_ups
+
+    last_the_slow_set_ups(items, start=not config.option.collectonly)
+
+
 @pytest.fixture(scope="session")
 def fake_upstream_server() -> Iterator[FakeUpstream]:
     server = FakeUpstream().start()

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 import uuid
 from collections.abc import Iterator
@@ -155,6 +156,13 @@ def make_wheels(context: Path, base: str) -> None:
             for wheel in wheels.glob("*.whl"):
                 if not wheel.name.startswith("study_query_llm-"):
                     shutil.copy2(wheel, cache / wheel.name)
+
+
+def warm_wheel_cache(base: str) -> None:
+    """Fill the wheel cache for `base` as `make_wheels` does, in a context thrown away after
+    (tests/prewarm.py, ahead of the tests)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        make_wheels(stage_context(Path(scratch)), base)
 
 
 def build_image(context: Path, base: str) -> tuple[str, str]:

@@ -10,7 +10,7 @@ import pytest
 from client_venv import run_check
 from conftest import fake_key
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.client_venv, pytest.mark.timeout(600)]
 
 
 def test_instructor_modes_get_valid_models_from_the_mock(module_proxy_factory):

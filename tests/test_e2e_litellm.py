@@ -11,7 +11,7 @@ import pytest
 from client_venv import run_check
 from conftest import fake_key
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.client_venv, pytest.mark.timeout(600)]
 
 
 def test_litellm_chat_and_responses_through_the_proxy(module_proxy_factory):
