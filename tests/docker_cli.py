@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import tomllib
 import uuid
 from collections.abc import Iterator
@@ -21,10 +22,20 @@ from pathlib import Path
 
 import pytest
 
+from conftest import fake_key
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BASE_IMAGE = "study-query-llm-base:bookworm"
 #: Variables that docker-compose.yml reads (and compose's own).
 COMPOSE_VARIABLES = ("COMPOSE_", "DATABASE_URL", "REDIS_URL", "PUBLISH_", "POSTGRES_", "PROXY_IMAGE", "REDIS_IMAGE")
+#: Files that a working tree may hold and that must never reach the build context.
+KEPT_OUT = (
+    ".env", ".git/HEAD", ".venv/bin/python", "log.db", "log.db-wal", "log.db-shm", "log.db.journal/1.000001.jsonl",
+    "log.spool.jsonl", "proxy/stray.db", "proxy/__pycache__/api.cpython-311.pyc", "bench/results/results.json",
+    "bench/.venv-litellm/bin/python", "tests/node/node_modules/openai/index.js", "node_modules/x/index.js",
+)
+_BUILDING = threading.Lock()  # tests/prewarm.py builds the images in a thread while the suite runs
+_built: tuple[str, str] | None = None
 
 
 def cache_dir() -> Path:
@@ -158,11 +169,23 @@ def make_wheels(context: Path, base: str) -> None:
                     shutil.copy2(wheel, cache / wheel.name)
 
 
-def warm_wheel_cache(base: str) -> None:
-    """Fill the wheel cache for `base` as `make_wheels` does, in a context thrown away after
-    (tests/prewarm.py, ahead of the tests)."""
-    with tempfile.TemporaryDirectory() as scratch:
-        make_wheels(stage_context(Path(scratch)), base)
+def project_images() -> tuple[str, str]:
+    """The project's image and its build stage, built once a session on the local base from a
+    staged context: the tree's files, wheels/, and the `KEPT_OUT` files that .dockerignore must
+    keep out. The caller removes them (`docker rmi`)."""
+    global _built
+    with _BUILDING:
+        if _built is None:
+            base = base_image()
+            with tempfile.TemporaryDirectory() as scratch:
+                context = stage_context(Path(scratch))
+                make_wheels(context, base)
+                for name in KEPT_OUT:
+                    path = context / name
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(f"OPENAI_API_KEY={fake_key()}\n" if name == ".env" else "kept out\n")
+                _built = build_image(context, base)
+        return _built
 
 
 def build_image(context: Path, base: str) -> tuple[str, str]:

@@ -1,7 +1,7 @@
 """One-time set-ups that take a minute or two on a fresh machine, started in the background
 when the session begins, so that they overlap the rest of the suite instead of adding to it.
 
-They are: the container tests' base image and wheel cache (tests/docker_cli.py), and the venv
+They are: the container tests' base image, wheels and images (tests/docker_cli.py), and the venv
 of tests/client_venv.py. The tests that need them are moved to the end of the run
 (`last_the_slow_set_ups`), where they find them made. Each set-up already holds a lock while
 it works (a file lock, a thread lock), so a test that arrives early waits for it rather than
@@ -47,7 +47,7 @@ def _container_set_up() -> None:
     import docker_cli
 
     if docker_cli.engine_missing() is None:
-        docker_cli.warm_wheel_cache(docker_cli.base_image())
+        docker_cli.project_images()
 
 
 def _clients_set_up() -> None:

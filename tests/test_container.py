@@ -19,9 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import fake_key, free_port
-from docker_cli import (REPO_ROOT, base_image, build_image, compose_command, compose_env, docker, engine_missing,
-                        make_wheels, stage_context)
+from conftest import free_port
+from docker_cli import KEPT_OUT, REPO_ROOT, compose_command, compose_env, docker, engine_missing, project_images
 
 WHY_NOT = engine_missing()
 pytestmark = [
@@ -33,35 +32,12 @@ pytestmark = [
 HEALTHY_WITHIN = 60.0
 #: What `docker stop` waits for by default before SIGKILL: an idle proxy must be out well before.
 DOCKER_STOP_TIMEOUT = 10.0
-#: Files that a working tree may hold and that must never reach the build context.
-KEPT_OUT = (
-    ".env", ".git/HEAD", ".venv/bin/python", "log.db", "log.db-wal", "log.db-shm", "log.db.journal/1.000001.jsonl",
-    "log.spool.jsonl", "proxy/stray.db", "proxy/__pycache__/api.cpython-311.pyc", "bench/results/results.json",
-    "bench/.venv-litellm/bin/python", "tests/node/node_modules/openai/index.js", "node_modules/x/index.js",
-)
 
 
 @pytest.fixture(scope="module")
-def base() -> str:
-    return base_image()
-
-
-@pytest.fixture(scope="module")
-def context(tmp_path_factory: pytest.TempPathFactory, base: str) -> Path:
-    """The build context: the tree's files, wheels/, and the files that .dockerignore must keep out."""
-    context = stage_context(tmp_path_factory.mktemp("context"))
-    make_wheels(context, base)
-    for name in KEPT_OUT:
-        path = context / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"OPENAI_API_KEY={fake_key()}\n" if name == ".env" else "kept out\n")
-    return context
-
-
-@pytest.fixture(scope="module")
-def images(context: Path, base: str) -> Iterator[tuple[str, str]]:
-    """The image and its build stage."""
-    tags = build_image(context, base)
+def images() -> Iterator[tuple[str, str]]:
+    """The image and its build stage (made ahead by tests/prewarm.py)."""
+    tags = project_images()
     yield tags
     docker("rmi", *tags, check=False)
 
