@@ -137,13 +137,22 @@ def test_n_choices_whole_and_assembled_from_a_stream(proxy, client):
         (0, "Mock answer to: two takes", "stop"), (1, "Mock answer to: two takes", "stop")]
 
 
-def test_a_tool_without_a_name_is_a_bad_request_the_sdk_raises_and_a_row(proxy, client):
+REFUSED_CALLS = [
+    ("chat", {"messages": [{"role": "user", "content": "x"}],
+              "tools": [{"type": "function", "function": {"parameters": {"type": "object"}}}]}, "tools[0].function.name"),
+    ("responses", {"input": "x", "conversation": "conv_123"}, "conversation"),
+    ("responses", {"input": "x", "prompt": {"id": "pmpt_123"}}, "prompt"),
+]
+
+
+@pytest.mark.parametrize(("api", "arguments", "param"), REFUSED_CALLS)
+def test_what_the_mock_refuses_is_a_bad_request_the_sdk_raises_and_a_row(proxy, client, api, arguments, param):
+    create = client.chat.completions.create if api == "chat" else client.responses.create
     with pytest.raises(openai.BadRequestError) as raised:
-        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}],
-                                       tools=[{"type": "function", "function": {"parameters": {"type": "object"}}}])
-    assert raised.value.param == "tools[0].function.name"
+        create(model=MODEL, **arguments)
+    assert raised.value.param == param
     row = proxy.log.wait_row(raised.value.response.headers["x-study-request-id"])
-    assert row["status_code"] == 400 and "tools[0].function.name" in row["error"]
+    assert row["status_code"] == 400 and param in row["error"]
 
 
 def test_embeddings_base64_and_dimensions_decoded_by_the_sdk(proxy, client):

@@ -308,6 +308,8 @@ BAD_TURNS = [
     ("responses", {"input": [{"role": "user", "content": "x"}, {"type": "telepathy"}]}, "input[1].type"),
     ("responses", {"input": [{"type": "message", "role": "tool", "content": "x"}]}, "input[0].role"),
     ("responses", {"input": [{"type": "message", "content": "x"}]}, "input[0].role"),
+    ("responses", {"input": "x", "prompt": {"id": "pmpt_123"}}, "prompt"),
+    ("responses", {"input": "x", "conversation": "conv_123"}, "conversation"),
 ]
 
 

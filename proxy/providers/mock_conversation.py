@@ -30,6 +30,12 @@ INPUT_ITEM_TYPES = frozenset({
     "mcp_approval_request", "mcp_approval_response", "mcp_call", "custom_tool_call", "custom_tool_call_output",
     "tool_search_call", "tool_search_output", "additional_tools", "configuration_update", "program", "program_output",
 })
+#: Responses fields that name something kept at OpenAI, which the mock has not got.
+STORED_AT_OPENAI = {
+    "prompt": "prompt templates are stored at OpenAI; send the text as `instructions` and `input`.",
+    "conversation": "conversations are stored at OpenAI; use `previous_response_id`, which the proxy "
+                    "rebuilds from its log.",
+}
 #: OpenAI's rule for a function's name.
 FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 
@@ -109,6 +115,9 @@ def from_responses(payload: dict[str, Any]) -> Conversation:
 
     `previous_response_id` is left alone: the proxy has expanded it into `input` already.
     """
+    for param, why in STORED_AT_OPENAI.items():
+        if payload.get(param) is not None:
+            raise MockRequestError(f"The mock cannot honour '{param}': {why}", param)
     conversation = Conversation(format_param="text.format")
     instructions = payload.get("instructions")
     if isinstance(instructions, str):
