@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import openai
 import pytest
 from openai import AsyncOpenAI, OpenAI
 from pydantic import BaseModel
@@ -116,6 +117,10 @@ def test_previous_response_id_on_the_mock_is_rebuilt_from_the_log(proxy):
     assert "rebuilt from the log: 4 earlier items" in " ".join(loads(row["metadata"])["study_notes"])
     items = client.responses.input_items.list(third.id, order="asc")
     assert [item.content[0].text for item in items.data] == ["And again?"]
+    for query, param in (({"limit": 0}, "limit"), ({"limit": 101}, "limit"), ({"order": "sideways"}, "order")):
+        with pytest.raises(openai.BadRequestError) as refused:  # as OpenAI pages: 1 to 100, asc or desc
+            client.responses.input_items.list(third.id, **query)
+        assert refused.value.param == param
     retrieved = client.responses.retrieve(second.id)
     assert retrieved.output_text == second.output_text
     client.responses.delete(first.id)

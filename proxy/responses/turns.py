@@ -161,24 +161,27 @@ def _note_deleted(record: CallRecord) -> None:
 
 def _input_item_list(known: KnownResponse, query: Any) -> dict[str, Any]:
     """`GET /responses/{id}/input_items` as OpenAI pages it: newest first unless `order=asc`."""
+    order, limit = query.get("order", "desc"), query.get("limit", "20")
+    if order not in ("asc", "desc"):
+        raise ProxyError(400, f"Invalid value for 'order': {order!r}. Supported values are: 'asc' and 'desc'.",
+                         param="order", code="invalid_value")
+    if not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= 100):
+        raise ProxyError(400, f"Invalid value for 'limit': {limit!r}. It must be a whole number from 1 to 100.",
+                         param="limit", code="invalid_value")
     items = []
     for number, item in enumerate(input_items(known.request)):
         items.append({"id": item.get("id") or f"item_{known.id}_{number}", **item})
-    if query.get("order", "desc") != "asc":
+    if order == "desc":
         items.reverse()
     after = query.get("after")
     if after:
         ids = [item["id"] for item in items]
         items = items[ids.index(after) + 1 :] if after in ids else []
-    try:
-        limit = max(1, min(100, int(query.get("limit", 20))))
-    except ValueError:
-        raise ProxyError(400, "`limit` must be a whole number.", param="limit", code="invalid_value") from None
-    page = items[:limit]
+    page = items[: int(limit)]
     return {
         "object": "list",
         "data": page,
         "first_id": page[0]["id"] if page else None,
         "last_id": page[-1]["id"] if page else None,
-        "has_more": len(items) > limit,
+        "has_more": len(items) > len(page),
     }
