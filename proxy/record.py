@@ -17,7 +17,7 @@ import orjson
 
 from .clock import utc_now
 from .pricing import Pricer
-from .render import render_answer, render_prompt
+from .render import ending_metadata, render_answer, render_prompt
 from .responses.rows import response_metadata, usage_columns
 
 SENSITIVE_HEADER_WORDS = ("auth", "key", "token", "secret", "cookie", "password", "signature")
@@ -144,7 +144,10 @@ class CallRecord:
         metered = self.endpoint in METERED_ENDPOINTS
         usage = self.usage if self.usage is not None else (answer or {}).get("usage") if metered else None
         usage = usage if isinstance(usage, dict) else None
-        extra = response_metadata(answer, usage) if self.endpoint == "responses" else None
+        if self.endpoint == "responses":
+            extra = response_metadata(answer, usage)
+        else:
+            extra = ending_metadata(answer) if self.endpoint in ("chat/completions", "completions") else None
         if usage is not None and "input_tokens" in usage:
             usage = usage_columns(usage)
         notes = list(self.notes)

@@ -79,6 +79,21 @@ def render_answer(endpoint: str, answer: dict[str, Any]) -> str | None:
     return "\n\n---\n\n".join(texts)
 
 
+#: How an answer ends by itself; any other `finish_reason` (`length`, `content_filter`…) cut it.
+NATURAL_ENDINGS = frozenset({"stop", "tool_calls", "function_call"})
+
+
+def ending_metadata(answer: dict[str, Any] | None) -> dict[str, Any]:
+    """`finish_reason` for the row's metadata when a chat or legacy completion was cut
+    (`length`, `content_filter`…), so that a study can find the answers that did not end
+    by themselves; one value, or each choice's when one of `n` was cut."""
+    choices = answer.get("choices") if isinstance(answer, dict) else None
+    reasons = [c.get("finish_reason") for c in choices or () if isinstance(c, dict)]
+    if all(reason in NATURAL_ENDINGS or not isinstance(reason, str) for reason in reasons):
+        return {}
+    return {"finish_reason": reasons[0] if len(set(reasons)) == 1 else reasons}
+
+
 def embedding_dimensions(embedding: Any) -> int | None:
     """How many numbers an embedding holds: a list's length, or a base64 string's float32 count
     (the SDKs ask for base64 by default, and its length in characters says nothing)."""

@@ -137,6 +137,33 @@ def test_n_choices_whole_and_assembled_from_a_stream(proxy, client):
         (0, "Mock answer to: two takes", "stop"), (1, "Mock answer to: two takes", "stop")]
 
 
+def test_an_answer_cut_at_its_token_limit_is_truncation_to_the_sdk_and_in_the_row(proxy, client):
+    with pytest.raises(openai.LengthFinishReasonError):
+        client.chat.completions.parse(model=MODEL, messages=[{"role": "user", "content": "Plan a day"}],
+                                      response_format=Plan, max_completion_tokens=3)
+    words = " ".join(f"word{i}" for i in range(40))
+    raw = client.responses.with_raw_response.create(model=MODEL, input=words, max_output_tokens=16)
+    cut = raw.parse()
+    assert (cut.status, cut.incomplete_details.reason, cut.usage.output_tokens) == ("incomplete", "max_output_tokens", 16)
+    with client.responses.stream(model=MODEL, input=words, max_output_tokens=16) as stream:
+        last = [event.type for event in stream][-1]
+    assert last == "response.incomplete"
+    row = proxy.log.wait_row(raw.headers["x-study-request-id"])
+    assert (row["status_code"], row["response"], row["completion_tokens"]) == (200, cut.output_text, 16)
+    metadata = json.loads(row["metadata"])
+    assert (metadata["status"], metadata["incomplete_reason"]) == ("incomplete", "max_output_tokens")
+
+    # the row says which answers were cut, streamed or not; the others' metadata stays empty
+    for stream in (False, True):
+        chat = client.chat.completions.with_raw_response.create(
+            model=MODEL, messages=[{"role": "user", "content": words}], max_tokens=5, stream=stream)
+        chat.parse().close() if stream else chat.parse()
+        row = proxy.log.wait_row(chat.headers["x-study-request-id"])
+        assert (row["response"], json.loads(row["metadata"])) == ("Mock answer to: word0 word1", {"finish_reason": "length"})
+    whole = client.chat.completions.with_raw_response.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    assert proxy.log.wait_row(whole.headers["x-study-request-id"])["metadata"] is None
+
+
 REFUSED_CALLS = [
     ("chat", {"messages": [{"role": "user", "content": "x"}],
               "tools": [{"type": "function", "function": {"parameters": {"type": "object"}}}]}, "tools[0].function.name"),

@@ -276,6 +276,42 @@ def test_sampling_parameters_within_bounds_or_null_are_taken():
     assert responses(input="x", max_output_tokens=16, temperature=0.0, top_p=1).output_text == "Mock answer to: x"
 
 
+def test_an_answer_longer_than_max_tokens_stops_there_with_finish_reason_length():
+    cut = chat(messages=user("one two three four five"), max_tokens=4, n=2)
+    assert [c.message.content for c in cut.choices] == ["Mock answer to: one"] * 2
+    assert [c.finish_reason for c in cut.choices] == ["length"] * 2
+    assert cut.usage.completion_tokens == 8  # 4 for each choice
+    both = chat(messages=user("one two three"), max_tokens=5, max_completion_tokens=3)  # the smaller wins
+    assert (both.choices[0].message.content, both.usage.completion_tokens) == ("Mock answer to:", 3)
+    assert chat(messages=user("one"), max_tokens=4).choices[0].finish_reason == "stop"  # fits: not cut
+
+    chunks = chat_chunks(messages=user("one two three four five"), max_tokens=4, stream_options={"include_usage": True})
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Mock answer to: one"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+
+    called = chat(messages=user("Weather in Rome?"), tools=[{"type": "function", "function": {
+        "name": "get_weather", "parameters": WEATHER}}], tool_choice="required", max_tokens=1)
+    [call] = called.choices[0].message.tool_calls
+    assert called.choices[0].finish_reason == "length" and called.usage.completion_tokens == 1
+    with pytest.raises(ValueError):
+        orjson.loads(call.function.arguments)  # cut mid-way, as a model's are
+
+    status, body = send("completions", {"prompt": "one two", "max_tokens": 0})
+    assert status == 200 and orjson.loads(body)["choices"][0] == {
+        "index": 0, "text": "", "finish_reason": "length", "logprobs": None}
+
+
+def test_a_responses_answer_over_max_output_tokens_is_incomplete():
+    words = " ".join(f"w{i}" for i in range(30))
+    cut = responses(input=words, max_output_tokens=16)
+    assert cut.status == "incomplete" and cut.incomplete_details.reason == "max_output_tokens"
+    assert cut.output_text == "Mock answer to: " + " ".join(f"w{i}" for i in range(13))
+    assert cut.usage.output_tokens == 16
+    events = responses_events(input=words, max_output_tokens=16)
+    assert events[-1].type == "response.incomplete" and events[-1].response.output_text == cut.output_text
+    assert responses(input="short", max_output_tokens=16).status == "completed"
+
+
 BAD_TOOLS = [
     ("chat/completions", [{"type": "function", "function": {"parameters": WEATHER}}], "tools[0].function.name"),
     ("chat/completions", [CHAT_TOOLS[0], {"type": "function", "function": {"name": "a b"}}], "tools[1].function.name"),

@@ -141,6 +141,20 @@ def test_client_metadata_is_kept_and_upstream_error_message_extracted():
     assert run["error"] == "bad things" and run["status_code"] == 400
 
 
+@pytest.mark.parametrize(("reasons", "metadata"), [
+    (["stop"], None), (["tool_calls"], None), (["stop", "tool_calls"], None), ([None], None),
+    (["length"], {"finish_reason": "length"}), (["content_filter"], {"finish_reason": "content_filter"}),
+    (["stop", "length"], {"finish_reason": ["stop", "length"]}),
+])
+def test_a_cut_answer_says_how_it_ended_in_the_metadata(reasons, metadata):
+    record = finished(1)
+    usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    choices = [{"index": i, "message": {"content": "x"}, "finish_reason": r} for i, r in enumerate(reasons)]
+    record.response_body = orjson.dumps({"choices": choices, "usage": usage})
+    run, _ = record.rows()
+    assert (orjson.loads(run["metadata"]) if run["metadata"] else None) == metadata
+
+
 @pytest.mark.parametrize("name", ["Authorization", "api-key", "X-Api-Key", "Cookie", "Proxy-Authorization", "X-Auth-Token"])
 def test_credential_headers_are_redacted(name):
     stored = redact_headers({name: "secret-value", "User-Agent": "sdk"})

@@ -25,7 +25,7 @@ from .mock_answer import Answer, answer
 from .mock_conversation import MockRequestError, from_chat, from_completions, from_responses
 from .mock_embeddings import embeddings
 from .mock_forward import forwarded_answer
-from .mock_params import check_parameters, choices
+from .mock_params import check_parameters, choices, token_limit
 from .mock_responses import responses_body, responses_events
 
 #: Forwarded calls (everything but the proxy's own endpoints) go to `mock:///v1/{path}`.
@@ -61,13 +61,14 @@ def _answered(endpoint: str, payload: dict[str, Any]) -> MockResponse:
     if endpoint == "embeddings":
         return MockResponse(orjson.dumps(embeddings(payload)))
     check_parameters(endpoint, payload)
+    limit = token_limit(endpoint, payload)
     if endpoint == "responses":
-        said = answer(from_responses(payload))
+        said = answer(from_responses(payload)).within(limit)
         if stream:
             return MockResponse(responses_events(payload, said), content_type="text/event-stream")
         return MockResponse(responses_body(payload, said))
     conversation = from_completions(payload) if endpoint == "completions" else from_chat(payload)
-    said = [answer(conversation) for _ in range(choices(payload))]  # `n`: each its own tool call id
+    said = [answer(conversation).within(limit) for _ in range(choices(payload))]  # `n`: each its own tool call id
     if stream:
         return MockResponse(_sse(endpoint, payload, said), content_type="text/event-stream")
     return MockResponse(orjson.dumps(_completion(endpoint, payload, said)))
@@ -117,7 +118,7 @@ def _envelope(endpoint: str, payload: dict[str, Any], chunk: bool) -> dict[str, 
 
 
 def _finish_reason(said: Answer) -> str:
-    return "stop" if said.call is None else "tool_calls"
+    return "length" if said.cut else "stop" if said.call is None else "tool_calls"
 
 
 def _completion(endpoint: str, payload: dict[str, Any], said: list[Answer]) -> dict[str, Any]:
@@ -127,7 +128,7 @@ def _completion(endpoint: str, payload: dict[str, Any], said: list[Answer]) -> d
 
 def _choice(endpoint: str, index: int, said: Answer) -> dict[str, Any]:
     if endpoint == "completions":
-        return {"index": index, "text": said.text, "finish_reason": "stop", "logprobs": None}
+        return {"index": index, "text": said.text, "finish_reason": _finish_reason(said), "logprobs": None}
     message: dict[str, Any] = {"role": "assistant", "content": said.text}
     if said.call is not None:
         call = said.call
@@ -145,7 +146,7 @@ def _sse(endpoint: str, payload: dict[str, Any], said: list[Answer]) -> list[byt
     for i, one in enumerate(said):
         if endpoint == "completions":
             choices += [{"index": i, "text": piece, "finish_reason": None, "logprobs": None} for piece in one.pieces()]
-            choices.append({"index": i, "text": "", "finish_reason": "stop", "logprobs": None})
+            choices.append({"index": i, "text": "", "finish_reason": _finish_reason(one), "logprobs": None})
         else:
             choices += [{"index": i, "delta": delta, "finish_reason": None} for delta in _deltas(one)]
             choices.append({"index": i, "delta": {}, "finish_reason": _finish_reason(one)})

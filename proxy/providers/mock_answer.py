@@ -21,7 +21,9 @@ JSON mode sends it), else `{"answer": "<text>"}`. Usage counts whitespace-separa
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 import orjson
@@ -34,6 +36,8 @@ from .mock_schema import SchemaError, instance
 ARGUMENT_PIECE = 16
 #: How many `{` of a prompt are tried as the start of a JSON Schema in JSON-object mode.
 SCHEMA_SEARCH_LIMIT = 64
+#: A token, as the mock counts them: a run of non-space characters.
+TOKEN = re.compile(r"\S+")
 
 
 @dataclass(slots=True)
@@ -51,6 +55,17 @@ class Answer:
     call: ToolCall | None
     prompt_tokens: int
     completion_tokens: int
+    cut: bool = False  # stopped at the request's token limit (`finish_reason: "length"`)
+
+    def within(self, limit: int | None) -> Answer:
+        """The answer cut after `limit` tokens, as a model stops at `max_tokens`: text or tool
+        arguments end mid-way (arguments then are not valid JSON, as a real model's are not)."""
+        if limit is None or self.completion_tokens <= limit:
+            return self
+        said = self.call.arguments if self.call is not None else self.text or ""
+        kept = said[: _end_of_token(said, limit)]
+        call = None if self.call is None else ToolCall(self.call.id, self.call.name, kept)
+        return Answer(None if call else kept, call, self.prompt_tokens, limit, cut=True)
 
     def pieces(self) -> list[str]:
         """How the answer streams: text word by word, arguments in short pieces."""
@@ -75,6 +90,12 @@ def answer(conversation: Conversation) -> Answer:
     if conversation.format is not None:
         text = _formatted(conversation, conversation.format, text)
     return Answer(text, None, prompt_tokens, len(text.split()))
+
+
+def _end_of_token(text: str, count: int) -> int:
+    """Where the `count`-th token of `text` ends (0 for none)."""
+    ends = [token.end() for token in islice(TOKEN.finditer(text), count)]
+    return ends[-1] if ends else 0
 
 
 def _tool_to_call(conversation: Conversation) -> dict[str, Any] | None:

@@ -1,6 +1,7 @@
 """The sampling parameters the mock checks as OpenAI does: their types and bounds.
 
-The mock does not sample, so it uses none of them but `n`; a value OpenAI would refuse is
+The mock does not sample, so it uses none of them but `n` and the token limits (an answer
+longer than `max_tokens` is cut there, as a model's is); a value OpenAI would refuse is
 refused here too (400 naming the field), so that code which works against the mock does
 not fail on its first call to a real model.
 """
@@ -45,3 +46,17 @@ def choices(payload: dict[str, Any]) -> int:
     """`n`: how many choices to answer (Chat Completions and legacy completions; checked)."""
     n = payload.get("n")
     return 1 if n is None else int(n)
+
+
+#: Where each endpoint takes its limit on the answer's tokens.
+TOKEN_LIMITS = {
+    "chat/completions": ("max_tokens", "max_completion_tokens"),
+    "completions": ("max_tokens",),
+    "responses": ("max_output_tokens",),
+}
+
+
+def token_limit(endpoint: str, payload: dict[str, Any]) -> int | None:
+    """The most tokens the answer may have (checked; the smaller when chat sets both)."""
+    limits = [payload[name] for name in TOKEN_LIMITS.get(endpoint, ()) if payload.get(name) is not None]
+    return min(limits) if limits else None

@@ -18,7 +18,7 @@ def responses_body(payload: dict[str, Any], said: Answer) -> bytes:
     """The whole `response` object."""
     builder = _builder(payload, events=False)
     _feed(builder, said, [said.call.arguments if said.call else said.text or ""])
-    return orjson.dumps(builder.response())
+    return orjson.dumps(builder.response(*_ending(said)))
 
 
 def responses_events(payload: dict[str, Any], said: Answer) -> list[bytes]:
@@ -40,4 +40,9 @@ def _feed(builder: ResponseBuilder, said: Answer, pieces: list[str]) -> list[byt
     else:
         for piece in pieces:
             out += builder.text(piece)
-    return out + builder.finish(responses_usage(said.prompt_tokens, said.completion_tokens))
+    return out + builder.finish(responses_usage(said.prompt_tokens, said.completion_tokens), *_ending(said))
+
+
+def _ending(said: Answer) -> tuple[str, str | None]:
+    """The response's status and why it is incomplete: cut at `max_output_tokens`, or whole."""
+    return ("incomplete", "max_output_tokens") if said.cut else ("completed", None)

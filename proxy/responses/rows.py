@@ -52,10 +52,17 @@ def usage_columns(usage: dict[str, Any]) -> dict[str, Any]:
 
 
 def response_metadata(answer: dict[str, Any] | None, usage: dict[str, Any] | None) -> dict[str, Any]:
-    """The upstream's response id and the token details that have no column of their own."""
+    """The upstream's response id, the token details that have no column of their own, and
+    for a response that did not complete, its `status` and `incomplete_reason`."""
     metadata: dict[str, Any] = {}
     if isinstance(answer, dict) and isinstance(answer.get("id"), str):
         metadata["response_id"] = answer["id"]
+    status = answer.get("status") if isinstance(answer, dict) else None
+    if isinstance(status, str) and status != "completed":
+        metadata["status"] = status
+        details = answer.get("incomplete_details")  # type: ignore[union-attr]
+        if isinstance(details, dict) and isinstance(details.get("reason"), str):
+            metadata["incomplete_reason"] = details["reason"]
     if isinstance(usage, dict):
         for name, details, key in (
             ("cached_tokens", "input_tokens_details", "cached_tokens"),
