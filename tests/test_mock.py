@@ -306,7 +306,7 @@ def test_a_responses_answer_over_max_output_tokens_is_incomplete():
     cut = responses(input=words, max_output_tokens=16)
     assert cut.status == "incomplete" and cut.incomplete_details.reason == "max_output_tokens"
     assert cut.output_text == "Mock answer to: " + " ".join(f"w{i}" for i in range(13))
-    assert cut.usage.output_tokens == 16
+    assert cut.usage.output_tokens == 16 and cut.output[0].status == "incomplete"  # the item too, as OpenAI marks it
     events = responses_events(input=words, max_output_tokens=16)
     assert events[-1].type == "response.incomplete" and events[-1].response.output_text == cut.output_text
     assert responses(input="short", max_output_tokens=16).status == "completed"

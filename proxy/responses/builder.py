@@ -134,7 +134,8 @@ class ResponseBuilder:
 
     def finish(self, usage: dict[str, Any] | None, status: str = "completed", reason: str | None = None) -> list[bytes]:
         """Close every open item and end with `response.completed` (or `.incomplete` with its reason)."""
-        out = self._close_message() + self._close_calls()
+        item_status = "incomplete" if status == "incomplete" else "completed"  # as OpenAI marks a cut item
+        out = self._close_message(item_status) + self._close_calls(item_status)
         self.usage = usage
         if not self.events:  # a whole answer: the caller takes `response()` itself
             return out
@@ -167,11 +168,11 @@ class ResponseBuilder:
 
     # -- the item life cycle ---------------------------------------------------------------
 
-    def _close_message(self) -> list[bytes]:
+    def _close_message(self, status: str = "completed") -> list[bytes]:
         message, self._message = self._message, None
         if message is None:
             return []
-        message["status"] = "completed"
+        message["status"] = status
         part = message["content"][0]
         return self._emit(
             {"type": "response.output_text.done", **self._part_position(message), "text": part["text"], "logprobs": []},
@@ -179,10 +180,10 @@ class ResponseBuilder:
             {"type": "response.output_item.done", "output_index": self._index(message), "item": dict(message)},
         )
 
-    def _close_calls(self) -> list[bytes]:
+    def _close_calls(self, status: str = "completed") -> list[bytes]:
         out = []
         for call in self._calls.values():
-            call["status"] = "completed"
+            call["status"] = status
             out += self._emit(
                 {"type": "response.function_call_arguments.done", "item_id": call["id"],
                  "output_index": self._index(call), "name": call["name"], "arguments": call["arguments"]},
