@@ -128,11 +128,12 @@ async def get_json(ds: Any, path: str) -> Any:
 CANNED = {
     "latency_percentiles", "error_breakdown", "cost_per_day", "cache_savings", "slowest_calls",
     "latest_errors", "calls_by_model", "studies", "study_answers", "search", "session", "conversation",
+    "cut_answers",
 }
 #: The queries that take the time window and the model filter.
 WINDOWED = {
     "latency_percentiles", "error_breakdown", "cost_per_day", "cache_savings", "slowest_calls",
-    "latest_errors", "calls_by_model",
+    "latest_errors", "calls_by_model", "cut_answers",
 }
 
 DAY1, DAY2 = "2026-11-01", "2026-11-02"

@@ -53,6 +53,21 @@ async def test_median_of_an_even_count(tmp_path: Path) -> None:
     ds.get_database(DATABASE_NAME).close()
 
 
+async def test_cut_answers_are_the_ones_that_did_not_end_by_themselves(tmp_path: Path) -> None:
+    metadata = [None, '{"finish_reason": "length"}', '{"experiment": "e1"}', '{"finish_reason": ["stop", "length"]}',
+                '{"response_id": "resp_1", "status": "incomplete", "incomplete_reason": "max_output_tokens"}',
+                '{"response_id": "resp_2"}', '{"finish_reason": "content_filter"}']
+    runs = [run_row(i + 1, "openai", "gpt-4o-mini", 10.0, metadata=m, response=f"answer {i + 1}")
+            for i, m in enumerate(metadata)]
+    ds = create_datasette(await asyncio.to_thread(write_log, tmp_path / "cut.db", runs))
+    rows = await get_json(ds, "/log/cut_answers.json?_shape=array")
+    assert [(r["id"], r["why"], r["response"]) for r in rows] == [
+        (7, "content_filter", "answer 7"), (5, "max_output_tokens", "answer 5"),
+        (4, '["stop","length"]', "answer 4"), (2, "length", "answer 2")]  # newest first
+    assert await get_json(ds, "/log/cut_answers.json?_shape=array&model=mock/echo") == []
+    ds.get_database(DATABASE_NAME).close()
+
+
 async def test_canned_query_search(ds: Any) -> None:
     rows = await get_json(ds, "/log/search.json?q=zeppelins&_shape=array")
     assert [r["id"] for r in rows] == [9]
