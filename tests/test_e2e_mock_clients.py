@@ -164,6 +164,18 @@ def test_an_answer_cut_at_its_token_limit_is_truncation_to_the_sdk_and_in_the_ro
     assert proxy.log.wait_row(whole.headers["x-study-request-id"])["metadata"] is None
 
 
+def test_logprobs_reach_the_sdk_whole_and_streamed(client):
+    whole = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}],
+                                           logprobs=True, top_logprobs=3)
+    tokens = whole.choices[0].logprobs.content
+    assert "".join(t.token for t in tokens) == whole.choices[0].message.content
+    assert all(len(t.top_logprobs) == 3 for t in tokens)
+    stream = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}],
+                                            logprobs=True, stream=True)
+    streamed = [t.token for chunk in stream for choice in chunk.choices if choice.logprobs for t in choice.logprobs.content]
+    assert streamed == [t.token for t in tokens]
+
+
 REFUSED_CALLS = [
     ("chat", {"messages": [{"role": "user", "content": "x"}],
               "tools": [{"type": "function", "function": {"parameters": {"type": "object"}}}]}, "tools[0].function.name"),

@@ -301,6 +301,34 @@ def test_an_answer_longer_than_max_tokens_stops_there_with_finish_reason_length(
         "index": 0, "text": "", "finish_reason": "length", "logprobs": None}
 
 
+def test_chat_logprobs_are_certain_tokens_with_placeholder_alternatives():
+    whole = chat(messages=user("one two"), logprobs=True, top_logprobs=2)
+    tokens = whole.choices[0].logprobs.content
+    assert "".join(t.token for t in tokens) == whole.choices[0].message.content == "Mock answer to: one two"
+    assert all(t.logprob == 0.0 and bytes(t.bytes) == t.token.encode() for t in tokens)
+    assert [[alt.token for alt in t.top_logprobs] for t in tokens[:1]] == [["Mock", "<alt1>"]]
+    assert tokens[0].top_logprobs[1].logprob == -9999.0
+    assert chat(messages=user("x")).choices[0].logprobs is None  # not asked for
+    assert chat(messages=user("x"), logprobs=True).choices[0].logprobs.content[0].top_logprobs == []
+
+    chunks = chat_chunks(messages=user("one two"), logprobs=True)
+    streamed = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert [t.token for t in streamed] == [t.token for t in tokens]
+
+    called = chat(messages=user("Weather in Rome?"), logprobs=True, tool_choice="required",
+                  tools=[{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}}])
+    assert called.choices[0].logprobs.content is None  # a tool call has no content tokens
+
+
+@pytest.mark.parametrize(("payload", "param"), [
+    ({"top_logprobs": 2}, "top_logprobs"), ({"logprobs": False, "top_logprobs": 2}, "top_logprobs"),
+    ({"logprobs": "yes"}, "logprobs"), ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+])
+def test_logprobs_asked_for_wrongly_are_a_400(payload, param):
+    status, body = send("chat/completions", {"messages": user("x"), **payload})
+    assert status == 400 and orjson.loads(body)["error"]["param"] == param
+
+
 def test_a_responses_answer_over_max_output_tokens_is_incomplete():
     words = " ".join(f"w{i}" for i in range(30))
     cut = responses(input=words, max_output_tokens=16)

@@ -25,6 +25,7 @@ from .mock_answer import Answer, answer
 from .mock_conversation import MockRequestError, from_chat, from_completions, from_responses
 from .mock_embeddings import embeddings
 from .mock_forward import forwarded_answer
+from .mock_logprobs import logprobs, wanted
 from .mock_params import check_parameters, choices, token_limit
 from .mock_responses import responses_body, responses_events
 
@@ -68,10 +69,11 @@ def _answered(endpoint: str, payload: dict[str, Any]) -> MockResponse:
             return MockResponse(responses_events(payload, said), content_type="text/event-stream")
         return MockResponse(responses_body(payload, said))
     conversation = from_completions(payload) if endpoint == "completions" else from_chat(payload)
+    top = wanted(payload) if endpoint == "chat/completions" else None  # legacy `logprobs` is a count: not served
     said = [answer(conversation).within(limit) for _ in range(choices(payload))]  # `n`: each its own tool call id
     if stream:
-        return MockResponse(_sse(endpoint, payload, said), content_type="text/event-stream")
-    return MockResponse(orjson.dumps(_completion(endpoint, payload, said)))
+        return MockResponse(_sse(endpoint, payload, said, top), content_type="text/event-stream")
+    return MockResponse(orjson.dumps(_completion(endpoint, payload, said, top)))
 
 
 class MockResponse:
@@ -121,12 +123,12 @@ def _finish_reason(said: Answer) -> str:
     return "length" if said.cut else "stop" if said.call is None else "tool_calls"
 
 
-def _completion(endpoint: str, payload: dict[str, Any], said: list[Answer]) -> dict[str, Any]:
-    return {**_envelope(endpoint, payload, chunk=False), "choices": [_choice(endpoint, i, one) for i, one in enumerate(said)],
-            "usage": _usage(said)}
+def _completion(endpoint: str, payload: dict[str, Any], said: list[Answer], top: int | None) -> dict[str, Any]:
+    choices = [_choice(endpoint, i, one, top) for i, one in enumerate(said)]
+    return {**_envelope(endpoint, payload, chunk=False), "choices": choices, "usage": _usage(said)}
 
 
-def _choice(endpoint: str, index: int, said: Answer) -> dict[str, Any]:
+def _choice(endpoint: str, index: int, said: Answer, top: int | None) -> dict[str, Any]:
     if endpoint == "completions":
         return {"index": index, "text": said.text, "finish_reason": _finish_reason(said), "logprobs": None}
     message: dict[str, Any] = {"role": "assistant", "content": said.text}
@@ -135,10 +137,10 @@ def _choice(endpoint: str, index: int, said: Answer) -> dict[str, Any]:
         message["tool_calls"] = [
             {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
         ]
-    return {"index": index, "message": message, "finish_reason": _finish_reason(said)}
+    return {"index": index, "message": message, "logprobs": logprobs(said, top), "finish_reason": _finish_reason(said)}
 
 
-def _sse(endpoint: str, payload: dict[str, Any], said: list[Answer]) -> list[bytes]:
+def _sse(endpoint: str, payload: dict[str, Any], said: list[Answer], top: int | None) -> list[bytes]:
     """The answer's chunks, one choice after the other: the first of each carries the role
     (chat), then a word or an arguments piece each, then its finish reason."""
     envelope = _envelope(endpoint, payload, chunk=True)
@@ -148,12 +150,18 @@ def _sse(endpoint: str, payload: dict[str, Any], said: list[Answer]) -> list[byt
             choices += [{"index": i, "text": piece, "finish_reason": None, "logprobs": None} for piece in one.pieces()]
             choices.append({"index": i, "text": "", "finish_reason": _finish_reason(one), "logprobs": None})
         else:
-            choices += [{"index": i, "delta": delta, "finish_reason": None} for delta in _deltas(one)]
-            choices.append({"index": i, "delta": {}, "finish_reason": _finish_reason(one)})
+            choices += [{"index": i, "delta": delta, "logprobs": _chunk_logprobs(one, top, delta), "finish_reason": None}
+                        for delta in _deltas(one)]
+            choices.append({"index": i, "delta": {}, "logprobs": None, "finish_reason": _finish_reason(one)})
     events = [{**envelope, "choices": [choice]} for choice in choices]
     if (payload.get("stream_options") or {}).get("include_usage"):
         events.append({**envelope, "choices": [], "usage": _usage(said)})
     return [b"data: " + orjson.dumps(e) + b"\n\n" for e in events] + [b"data: [DONE]\n\n"]
+
+
+def _chunk_logprobs(said: Answer, top: int | None, delta: dict[str, Any]) -> dict[str, Any] | None:
+    content = delta.get("content")
+    return logprobs(said, top, [content] if isinstance(content, str) else [])
 
 
 def _deltas(said: Answer) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ SAMPLING: dict[str, Bounds] = {"temperature": (False, 0, 2), "top_p": (False, 0,
 CHAT: dict[str, Bounds] = {
     **SAMPLING, "n": (True, 1, 128), "max_tokens": (True, 1, None), "max_completion_tokens": (True, 1, None),
     "presence_penalty": (False, -2, 2), "frequency_penalty": (False, -2, 2), "seed": (True, None, None),
+    "top_logprobs": (True, 0, 20),
 }
 PARAMETERS: dict[str, dict[str, Bounds]] = {
     "chat/completions": CHAT,

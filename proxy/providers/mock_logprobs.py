@@ -1,0 +1,46 @@
+"""Chat `logprobs` from the mock: the shape a model gives, for code that reads it.
+
+The mock samples nothing, so every token it says was certain: its log probability is 0.
+Asked for `top_logprobs`, the alternatives are placeholders (`<alt1>`, …) at -9999, the
+value OpenAI gives tokens it would never pick. Tokens are the pieces the answer streams in
+(a word with its leading space), as usage counts them. Tool calls have no content tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .mock_answer import Answer
+from .mock_conversation import MockRequestError
+
+#: OpenAI's log probability for a token it would never pick.
+NEVER = -9999.0
+
+
+def wanted(payload: dict[str, Any]) -> int | None:
+    """How many alternatives per token, if logprobs are asked for (`None`: not asked); checked."""
+    asked, top = payload.get("logprobs"), payload.get("top_logprobs")
+    if asked is not None and not isinstance(asked, bool):
+        raise MockRequestError(f"Invalid type for 'logprobs': expected a boolean, but got {type(asked).__name__} instead.",
+                               "logprobs")
+    if top is not None and not asked:
+        raise MockRequestError("Invalid value for 'top_logprobs': it needs 'logprobs' set to true.", "top_logprobs")
+    return (top or 0) if asked else None
+
+
+def logprobs(said: Answer, top: int | None, pieces: list[str] | None = None) -> dict[str, Any] | None:
+    """A choice's (or a chunk's, with its `pieces`) `logprobs` object; None when not asked for."""
+    if top is None:
+        return None
+    if said.call is not None:
+        return {"content": None, "refusal": None}
+    return {"content": [_token(piece, top) for piece in (said.pieces() if pieces is None else pieces)], "refusal": None}
+
+
+def _token(piece: str, top: int) -> dict[str, Any]:
+    alternatives = [_entry(piece, 0.0)] + [_entry(f"<alt{i}>", NEVER) for i in range(1, top)]
+    return {**_entry(piece, 0.0), "top_logprobs": alternatives[:top]}
+
+
+def _entry(token: str, logprob: float) -> dict[str, Any]:
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
