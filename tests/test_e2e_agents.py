@@ -65,6 +65,39 @@ def test_openai_agents_default_agent_calls_a_tool_through_the_responses_api(prox
     assert rows[1]["response"] == result.final_output
 
 
+def test_openai_agents_streamed_run_structured_output_and_handoff_on_a_named_provider(proxy):
+    """`provider/model` names need the SDK's model class: its own router reads `mock/` as a prefix of its own."""
+    import agents
+    from agents import Agent, OpenAIResponsesModel, Runner, function_tool
+
+    agents.set_tracing_disabled(True)
+    model = OpenAIResponsesModel("mock/echo", AsyncOpenAI(base_url=proxy.v1, api_key="sk-agents"))
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    async def run() -> tuple[object, set[str], object, object]:
+        streamed = Runner.run_streamed(Agent(name="f", instructions="Use tools.", tools=[get_weather], model=model),
+                                       "Weather in Oslo?")
+        kinds = {event.type async for event in streamed.stream_events()}
+        structured = await Runner.run(Agent(name="s", output_type=Weather, model=model), "Forecast for Rome")
+        spanish = Agent(name="spanish", instructions="Answer in Spanish.", model=model)
+        handed = await Runner.run(Agent(name="triage", handoffs=[spanish], model=model), "Hola")
+        return streamed, kinds, structured, handed
+
+    before = proxy.log.count()
+    streamed, kinds, structured, handed = asyncio.run(run())
+    assert streamed.final_output == "Mock answer to: Weather in Oslo? (tool said: sunny in Weather in Oslo?)"
+    assert {"raw_response_event", "run_item_stream_event"} <= kinds
+    assert isinstance(structured.final_output, Weather)
+    assert handed.last_agent.name == "spanish" and handed.final_output.startswith("Mock answer to: Hola")
+    rows = _responses_rows(proxy, before + 5)[-5:]  # tool call and answer; the answer; handoff and answer
+    assert all(row["model"] == "mock/echo" and row["status_code"] == 200 for row in rows)
+    assert [row["stream"] for row in rows[:2]] == [1, 1]
+
+
 def test_pydantic_ai_responses_model_with_structured_output(proxy):
     from pydantic_ai import Agent
     from pydantic_ai.models.openai import OpenAIResponsesModel
