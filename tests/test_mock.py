@@ -301,6 +301,24 @@ def test_an_answer_longer_than_max_tokens_stops_there_with_finish_reason_length(
         "index": 0, "text": "", "finish_reason": "length", "logprobs": None}
 
 
+def test_an_answer_ends_before_its_first_stop_sequence():
+    stopped = chat(messages=user("red green blue"), stop=["blue", " green"])
+    assert (stopped.choices[0].message.content, stopped.choices[0].finish_reason) == ("Mock answer to: red", "stop")
+    assert stopped.usage.completion_tokens == 4
+    assert chat(messages=user("red"), stop="answer").choices[0].message.content == "Mock "
+    assert chat(messages=user("red"), stop=["absent"]).choices[0].message.content == "Mock answer to: red"
+    chunks = chat_chunks(messages=user("red green blue"), stop="green", max_tokens=3)  # the limit comes first
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Mock answer to:"
+    status, body = send("completions", {"prompt": "red green", "stop": "green"})
+    assert orjson.loads(body)["choices"][0]["text"] == "Mock answer to: red "
+
+
+@pytest.mark.parametrize("stop", [5, [""], ["a", 1], ["a", "b", "c", "d", "e"], {"a": 1}])
+def test_stop_sequences_openai_would_refuse_are_a_400(stop):
+    status, body = send("chat/completions", {"messages": user("x"), "stop": stop})
+    assert status == 400 and orjson.loads(body)["error"]["param"] == "stop"
+
+
 def test_chat_logprobs_are_certain_tokens_with_placeholder_alternatives():
     whole = chat(messages=user("one two"), logprobs=True, top_logprobs=2)
     tokens = whole.choices[0].logprobs.content

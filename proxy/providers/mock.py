@@ -26,7 +26,7 @@ from .mock_conversation import MockRequestError, from_chat, from_completions, fr
 from .mock_embeddings import embeddings
 from .mock_forward import forwarded_answer
 from .mock_logprobs import logprobs, wanted
-from .mock_params import check_parameters, choices, token_limit
+from .mock_params import check_parameters, choices, stop_sequences, token_limit
 from .mock_responses import responses_body, responses_events
 
 #: Forwarded calls (everything but the proxy's own endpoints) go to `mock:///v1/{path}`.
@@ -70,7 +70,8 @@ def _answered(endpoint: str, payload: dict[str, Any]) -> MockResponse:
         return MockResponse(responses_body(payload, said))
     conversation = from_completions(payload) if endpoint == "completions" else from_chat(payload)
     top = wanted(payload) if endpoint == "chat/completions" else None  # legacy `logprobs` is a count: not served
-    said = [answer(conversation).within(limit) for _ in range(choices(payload))]  # `n`: each its own tool call id
+    stops = stop_sequences(endpoint, payload)
+    said = [answer(conversation).stopped(stops).within(limit) for _ in range(choices(payload))]  # `n`: own call ids
     if stream:
         return MockResponse(_sse(endpoint, payload, said, top), content_type="text/event-stream")
     return MockResponse(orjson.dumps(_completion(endpoint, payload, said, top)))

@@ -57,6 +57,16 @@ class Answer:
     completion_tokens: int
     cut: bool = False  # stopped at the request's token limit (`finish_reason: "length"`)
 
+    def stopped(self, stops: list[str]) -> Answer:
+        """The text up to the first of the `stop` sequences, which is left out, as a model's."""
+        if self.text is None or not stops:
+            return self
+        end = min((found for found in (self.text.find(stop) for stop in stops) if found >= 0), default=-1)
+        if end < 0:
+            return self
+        kept = self.text[:end]
+        return Answer(kept, None, self.prompt_tokens, len(kept.split()))
+
     def within(self, limit: int | None) -> Answer:
         """The answer cut after `limit` tokens, as a model stops at `max_tokens`: text or tool
         arguments end mid-way (arguments then are not valid JSON, as a real model's are not)."""

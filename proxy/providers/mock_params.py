@@ -1,7 +1,7 @@
 """The sampling parameters the mock checks as OpenAI does: their types and bounds.
 
-The mock does not sample, so it uses none of them but `n` and the token limits (an answer
-longer than `max_tokens` is cut there, as a model's is); a value OpenAI would refuse is
+The mock does not sample, so it uses none of them but `n`, the token limits (an answer
+longer than `max_tokens` is cut there, as a model's is) and `stop`; a value OpenAI would refuse is
 refused here too (400 naming the field), so that code which works against the mock does
 not fail on its first call to a real model.
 """
@@ -61,3 +61,21 @@ def token_limit(endpoint: str, payload: dict[str, Any]) -> int | None:
     """The most tokens the answer may have (checked; the smaller when chat sets both)."""
     limits = [payload[name] for name in TOKEN_LIMITS.get(endpoint, ()) if payload.get(name) is not None]
     return min(limits) if limits else None
+
+
+#: OpenAI takes up to this many stop sequences.
+MAX_STOPS = 4
+
+
+def stop_sequences(endpoint: str, payload: dict[str, Any]) -> list[str]:
+    """`stop` of Chat Completions and legacy completions as a list (checked); [] when unset."""
+    stop = payload.get("stop") if endpoint in ("chat/completions", "completions") else None
+    if stop is None:
+        return []
+    stops = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stops, list) or not all(isinstance(one, str) and one for one in stops):
+        raise MockRequestError("Invalid value for 'stop': expected a string or a list of non-empty strings.", "stop")
+    if len(stops) > MAX_STOPS:
+        raise MockRequestError(f"Invalid 'stop': array too long. Expected an array with maximum length {MAX_STOPS}, "
+                               f"but got an array with length {len(stops)} instead.", "stop")
+    return stops
