@@ -162,6 +162,18 @@ def test_previous_response_id_on_the_mock_is_rebuilt_from_the_log(proxy):
     assert "not found" in str(gone.value)
 
 
+def test_a_background_response_on_the_mock_is_polled_and_cancelled_as_at_openai(proxy):
+    client = OpenAI(base_url=proxy.v1, api_key="sk-bg", max_retries=0)
+    started = client.responses.create(model="mock/echo", input="Take your time", background=True)
+    assert started.background is True
+    polled = client.responses.retrieve(started.id)
+    assert (polled.status, polled.output_text) == ("completed", "Mock answer to: Take your time")
+    assert client.responses.cancel(started.id).status == "completed"  # finished already: nothing to cancel
+    foreground = client.responses.create(model="mock/echo", input="Now")
+    with pytest.raises(openai.BadRequestError, match="background=true"):
+        client.responses.cancel(foreground.id)
+
+
 def test_parse_and_a_tool_round_trip_with_the_sdk_on_the_mock(proxy):
     client = OpenAI(base_url=proxy.v1, api_key="sk-sdk", max_retries=0)
     parsed = client.responses.parse(model="mock/echo", input="Weather in Lima?", text_format=Weather)

@@ -157,7 +157,7 @@ class ResponseBuilder:
             "object": "response",
             "created_at": self.created_at,
             "status": status,
-            "background": False,
+            "background": request.get("background") is True,  # a mock's answer comes at once, background or not
             "error": None,
             "incomplete_details": {"reason": reason} if status == "incomplete" else None,
             "model": self.model,

@@ -140,7 +140,9 @@ class ResponseTurns:
             self.api.responses.forget(known.id)
             _note_deleted(record)
             return self._json(record, {"id": known.id, "object": "response", "deleted": True})
-        if action == "cancel":
+        if action == "cancel":  # a background response here has finished: cancelling it changes nothing
+            if known.response.get("background") is True:
+                return self._json(record, known.response)
             raise ProxyError(400, "Only responses created with background=true can be cancelled.", code="invalid_request")
         return self._json(record, _input_item_list(known, request.query_params))
 
