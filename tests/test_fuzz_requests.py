@@ -56,14 +56,16 @@ FIELDS = {
         ("model",), ("messages",), ("messages", 0), ("messages", 0, "role"), ("messages", 0, "content"),
         ("messages", 0, "tool_calls"), ("messages", 0, "name"), ("stream",), ("stream_options",),
         ("stream_options", "include_usage"), ("tools",), ("tool_choice",), ("response_format",),
-        ("metadata",), ("user",), ("n",), ("max_tokens",), ("seed",),
+        ("metadata",), ("user",), ("n",), ("max_tokens",), ("max_completion_tokens",), ("seed",), ("stop",),
+        ("logprobs",), ("top_logprobs",),
     ],
-    "completions": [("model",), ("prompt",), ("stream",), ("stream_options",), ("metadata",), ("user",), ("echo",)],
+    "completions": [("model",), ("prompt",), ("stream",), ("stream_options",), ("metadata",), ("user",), ("echo",),
+                    ("max_tokens",), ("stop",)],
     "embeddings": [("model",), ("input",), ("encoding_format",), ("dimensions",), ("user",)],
     "responses": [
         ("model",), ("input",), ("input", 0), ("instructions",), ("previous_response_id",), ("tools",),
         ("tool_choice",), ("metadata",), ("text",), ("text", "format"), ("stream",), ("store",), ("prompt",),
-        ("reasoning",), ("max_output_tokens",),
+        ("reasoning",), ("max_output_tokens",), ("background",), ("conversation",),
     ],
 }
 
