@@ -164,7 +164,7 @@ def test_an_answer_cut_at_its_token_limit_is_truncation_to_the_sdk_and_in_the_ro
     assert proxy.log.wait_row(whole.headers["x-study-request-id"])["metadata"] is None
 
 
-def test_logprobs_reach_the_sdk_whole_and_streamed(client):
+def test_logprobs_reach_the_sdk_whole_streamed_and_in_the_responses_api(client):
     whole = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}],
                                            logprobs=True, top_logprobs=3)
     tokens = whole.choices[0].logprobs.content
@@ -174,6 +174,9 @@ def test_logprobs_reach_the_sdk_whole_and_streamed(client):
                                             logprobs=True, stream=True)
     streamed = [t.token for chunk in stream for choice in chunk.choices if choice.logprobs for t in choice.logprobs.content]
     assert streamed == [t.token for t in tokens]
+    response = client.responses.create(model=MODEL, input="hi", include=["message.output_text.logprobs"], top_logprobs=3)
+    part = response.output[0].content[0]
+    assert [t.token for t in part.logprobs] == [t.token for t in tokens] and len(part.logprobs[0].top_logprobs) == 3
 
 
 REFUSED_CALLS = [

@@ -338,6 +338,20 @@ def test_chat_logprobs_are_certain_tokens_with_placeholder_alternatives():
     assert called.choices[0].logprobs.content is None  # a tool call has no content tokens
 
 
+def test_responses_logprobs_come_when_include_asks_for_them():
+    asked = {"include": ["message.output_text.logprobs"], "top_logprobs": 2}
+    whole = responses(input="one two", **asked)
+    part = whole.output[0].content[0]
+    assert "".join(t.token for t in part.logprobs) == part.text == "Mock answer to: one two"
+    assert [alt.token for alt in part.logprobs[0].top_logprobs] == ["Mock", "<alt1>"]
+    assert responses(input="one two", top_logprobs=2).output[0].content[0].logprobs == []  # not included
+    events = responses_events(input="one two", **asked)
+    deltas = [t.token for e in events if e.type == "response.output_text.delta" for t in e.logprobs]
+    assert deltas == [t.token for t in part.logprobs]
+    [done] = [e for e in events if e.type == "response.output_text.done"]
+    assert [t.token for t in done.logprobs] == deltas
+
+
 @pytest.mark.parametrize(("payload", "param"), [
     ({"top_logprobs": 2}, "top_logprobs"), ({"logprobs": False, "top_logprobs": 2}, "top_logprobs"),
     ({"logprobs": "yes"}, "logprobs"), ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),

@@ -1,9 +1,11 @@
-"""Chat `logprobs` from the mock: the shape a model gives, for code that reads it.
+"""`logprobs` from the mock, in Chat Completions and the Responses API: the shape a model
+gives, for code that reads it.
 
 The mock samples nothing, so every token it says was certain: its log probability is 0.
 Asked for `top_logprobs`, the alternatives are placeholders (`<alt1>`, …) at -9999, the
 value OpenAI gives tokens it would never pick. Tokens are the pieces the answer streams in
 (a word with its leading space), as usage counts them. Tool calls have no content tokens.
+The Responses API gives them when `include` lists `message.output_text.logprobs`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from .mock_conversation import MockRequestError
 
 #: OpenAI's log probability for a token it would never pick.
 NEVER = -9999.0
+#: What a Responses request's `include` lists to get them.
+RESPONSES_INCLUDE = "message.output_text.logprobs"
 
 
 def wanted(payload: dict[str, Any]) -> int | None:
@@ -28,13 +32,27 @@ def wanted(payload: dict[str, Any]) -> int | None:
     return (top or 0) if asked else None
 
 
+def responses_wanted(payload: dict[str, Any]) -> int | None:
+    """`wanted` for the Responses API: `include` names the output's logprobs (`top_logprobs`
+    is checked with the other parameters)."""
+    include = payload.get("include")
+    if not isinstance(include, list) or RESPONSES_INCLUDE not in include:
+        return None
+    return payload.get("top_logprobs") or 0
+
+
+def tokens(pieces: list[str], top: int) -> list[dict[str, Any]]:
+    """One entry per piece of text."""
+    return [_token(piece, top) for piece in pieces]
+
+
 def logprobs(said: Answer, top: int | None, pieces: list[str] | None = None) -> dict[str, Any] | None:
     """A choice's (or a chunk's, with its `pieces`) `logprobs` object; None when not asked for."""
     if top is None:
         return None
     if said.call is not None:
         return {"content": None, "refusal": None}
-    return {"content": [_token(piece, top) for piece in (said.pieces() if pieces is None else pieces)], "refusal": None}
+    return {"content": tokens(said.pieces() if pieces is None else pieces, top), "refusal": None}
 
 
 def _token(piece: str, top: int) -> dict[str, Any]:

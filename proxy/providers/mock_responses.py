@@ -12,34 +12,37 @@ import orjson
 
 from ..responses.builder import ResponseBuilder, responses_usage
 from .mock_answer import Answer
+from .mock_logprobs import responses_wanted, tokens
 
 
 def responses_body(payload: dict[str, Any], said: Answer) -> bytes:
     """The whole `response` object."""
     builder = _builder(payload, events=False)
-    _feed(builder, said, [said.call.arguments if said.call else said.text or ""])
+    _feed(builder, payload, said)
     return orjson.dumps(builder.response(*_ending(said)))
 
 
 def responses_events(payload: dict[str, Any], said: Answer) -> list[bytes]:
     """The SSE events, `response.created` to `response.completed` (no `[DONE]`: the API sends none)."""
     builder = _builder(payload, events=True)
-    return builder.start() + _feed(builder, said, said.pieces())
+    return builder.start() + _feed(builder, payload, said)
 
 
 def _builder(payload: dict[str, Any], events: bool) -> ResponseBuilder:
     return ResponseBuilder(payload, str(payload.get("model", "echo")), events=events)
 
 
-def _feed(builder: ResponseBuilder, said: Answer, pieces: list[str]) -> list[bytes]:
+def _feed(builder: ResponseBuilder, payload: dict[str, Any], said: Answer) -> list[bytes]:
+    """The answer a piece at a time, as a model streams it (a whole answer is fed the same way)."""
     out = []
     if said.call is not None:
         out += builder.tool_call(0, said.call.id, said.call.name)
-        for piece in pieces:
+        for piece in said.pieces():
             out += builder.tool_call(0, arguments=piece)
     else:
-        for piece in pieces:
-            out += builder.text(piece)
+        top = responses_wanted(payload)
+        for piece in said.pieces():
+            out += builder.text(piece, None if top is None else tokens([piece], top))
     return out + builder.finish(responses_usage(said.prompt_tokens, said.completion_tokens), *_ending(said))
 
 

@@ -91,8 +91,9 @@ class ResponseBuilder:
             {"type": "response.in_progress", "response": snapshot},
         )
 
-    def text(self, delta: str) -> list[bytes]:
-        """More assistant text; opens the message item (closing any open calls) the first time."""
+    def text(self, delta: str, logprobs: list[dict[str, Any]] | None = None) -> list[bytes]:
+        """More assistant text (with its tokens' `logprobs` when asked for); opens the message
+        item (closing any open calls) the first time."""
         if not delta:
             return []
         out = []
@@ -108,7 +109,9 @@ class ResponseBuilder:
             self._message["content"].append(_text_part(""))
         part = self._message["content"][0]
         part["text"] += delta
-        return out + self._emit({"type": "response.output_text.delta", **self._part_position(), "delta": delta, "logprobs": []})
+        part["logprobs"] += logprobs or ()
+        return out + self._emit({"type": "response.output_text.delta", **self._part_position(), "delta": delta,
+                                 "logprobs": logprobs or []})
 
     def tool_call(self, index: int, call_id: str | None = None, name: str | None = None, arguments: str = "") -> list[bytes]:
         """A piece of function call number `index`: its first piece opens the item, later ones add arguments."""
@@ -175,7 +178,8 @@ class ResponseBuilder:
         message["status"] = status
         part = message["content"][0]
         return self._emit(
-            {"type": "response.output_text.done", **self._part_position(message), "text": part["text"], "logprobs": []},
+            {"type": "response.output_text.done", **self._part_position(message), "text": part["text"],
+             "logprobs": part["logprobs"]},
             {"type": "response.content_part.done", **self._part_position(message), "part": dict(part)},
             {"type": "response.output_item.done", "output_index": self._index(message), "item": dict(message)},
         )
