@@ -276,3 +276,22 @@ def test_pydantic_ai_structured_output_on_a_translated_provider(proxy, upstream)
     agent = Agent(OpenAIResponsesModel(f"hyperbolic/{unique('json')}", provider=provider), output_type=Weather)
     assert agent.run_sync("Weather in Paris?").output == Weather(**FAKE_JSON)
     chat_calls(upstream)
+
+
+def test_logprobs_asked_by_include_come_back_from_a_chat_only_provider(module_proxy_factory):
+    """A chat-only provider that answers logprobs: a second proxy, whose mock does, behind this one."""
+    behind = module_proxy_factory()
+    front = module_proxy_factory(config=f'[providers.selfchat]\nbase_url = "{behind.v1}"\nno_key = true\n'
+                                        "responses = false\n")
+    client = OpenAI(base_url=front.v1, api_key="sk-test-client", max_retries=0, timeout=15)
+    asked = {"model": "selfchat/mock/echo", "input": "Hello logprobs",
+             "include": ["message.output_text.logprobs"], "top_logprobs": 2}
+    whole = client.responses.create(**asked)
+    part = whole.output[0].content[0]
+    assert "".join(t.token for t in part.logprobs) == part.text == "Mock answer to: Hello logprobs"
+    assert [len(t.top_logprobs) for t in part.logprobs] == [2] * 5
+    with client.responses.stream(**asked) as stream:
+        deltas = [t.token for event in stream if event.type == "response.output_text.delta" for t in event.logprobs]
+    assert deltas == [t.token for t in part.logprobs]
+    sent = [loads(row["request_json"]) for row in behind.log.wait_count(2)]
+    assert [(s["logprobs"], s["top_logprobs"]) for s in sent] == [(True, 2), (True, 2)]  # what chat was asked

@@ -263,10 +263,17 @@ def test_harmless_fields_are_ignored(field, value):
     assert chat(input="x", **{field: value}) == {"model": "m", "messages": [{"role": "user", "content": "x"}]}
 
 
+def test_the_output_logprobs_are_asked_of_chat():
+    body = chat(input="x", include=["message.output_text.logprobs"], top_logprobs=2)
+    assert (body["logprobs"], body["top_logprobs"]) == (True, 2)
+    assert chat(input="x", include=["message.output_text.logprobs"])["logprobs"] is True
+
+
 @pytest.mark.parametrize("field, value, param", [
     ("background", True, "background"),
     ("include", ["reasoning.encrypted_content"], "include"),
-    ("include", ["message.output_text.logprobs"], "include"),
+    ("include", ["message.output_text.logprobs", "reasoning.encrypted_content"], "include"),
+    ("include", "message.output_text.logprobs", "include"),
     ("truncation", "auto", "truncation"),
     ("service_tier", "flex", "service_tier"),
     ("service_tier", "priority", "service_tier"),

@@ -135,6 +135,30 @@ def test_text_stream_in_odd_pieces(piece):
     assert final.instructions == "Be brief."
 
 
+def entry(token, top=()):
+    return {"token": token, "logprob": -0.5, "bytes": list(token.encode()),
+            "top_logprobs": [{"token": t, "logprob": -1.0, "bytes": list(t.encode())} for t in top]}
+
+
+def test_chat_logprobs_become_the_output_texts_when_include_asks():
+    asked = {**REQUEST, "include": ["message.output_text.logprobs"], "top_logprobs": 1}
+    whole = completion({"content": "Hi you"})
+    whole["choices"][0]["logprobs"] = {"content": [entry("Hi", ["Hey"]), entry(" you", [" u"])], "refusal": None}
+    part = Response.model_validate(to_response(whole, asked, "m")).output[0].content[0]
+    assert [(t.token, t.logprob, [a.token for a in t.top_logprobs]) for t in part.logprobs] == [
+        ("Hi", -0.5, ["Hey"]), (" you", -0.5, [" u"])]
+    assert Response.model_validate(to_response(whole, REQUEST, "m")).output[0].content[0].logprobs == []  # not asked
+
+    first = chunk({"role": "assistant", "content": "Hi"})
+    first["choices"][0]["logprobs"] = {"content": [entry("Hi")], "refusal": None}
+    frames = sse(first, chunk(finish="stop"))
+    translator = StreamTranslator(asked, "m")
+    events = events_of([e for frame in frames for e in translator.feed(frame)] + translator.close())
+    [delta] = [e for e in events if e["type"] == "response.output_text.delta"]
+    assert [t["token"] for t in delta["logprobs"]] == ["Hi"]
+    assert [t.token for t in Response.model_validate(events[-1]["response"]).output[0].content[0].logprobs] == ["Hi"]
+
+
 def test_each_delta_comes_out_as_its_chunk_goes_in():
     translator = StreamTranslator(REQUEST, "m")
     role, first, second, third, finish, usage_chunk, done = TEXT_STREAM

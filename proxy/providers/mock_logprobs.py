@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..responses.builder import wants_logprobs
 from .mock_answer import Answer
 from .mock_conversation import MockRequestError
 
 #: OpenAI's log probability for a token it would never pick.
 NEVER = -9999.0
-#: What a Responses request's `include` lists to get them.
-RESPONSES_INCLUDE = "message.output_text.logprobs"
 
 
 def wanted(payload: dict[str, Any]) -> int | None:
@@ -35,10 +34,7 @@ def wanted(payload: dict[str, Any]) -> int | None:
 def responses_wanted(payload: dict[str, Any]) -> int | None:
     """`wanted` for the Responses API: `include` names the output's logprobs (`top_logprobs`
     is checked with the other parameters)."""
-    include = payload.get("include")
-    if not isinstance(include, list) or RESPONSES_INCLUDE not in include:
-        return None
-    return payload.get("top_logprobs") or 0
+    return (payload.get("top_logprobs") or 0) if wants_logprobs(payload) else None
 
 
 def tokens(pieces: list[str], top: int) -> list[dict[str, Any]]:

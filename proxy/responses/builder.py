@@ -14,6 +14,16 @@ from typing import Any
 
 import orjson
 
+#: What a request's `include` lists to get the output text's logprobs.
+LOGPROBS_INCLUDE = "message.output_text.logprobs"
+
+
+def wants_logprobs(request: dict[str, Any]) -> bool:
+    """Whether the request's `include` asks for the output text's logprobs."""
+    include = request.get("include")
+    return isinstance(include, list) and LOGPROBS_INCLUDE in include
+
+
 #: Request fields a response object echoes back, with OpenAI's defaults when the request left them out.
 ECHOED_FIELDS: dict[str, Any] = {
     "instructions": None,

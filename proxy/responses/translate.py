@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ProxyError
+from .builder import LOGPROBS_INCLUDE
 
 Body = dict[str, Any]
 #: How a field is translated: it may add to the chat body, or raise ProxyError.
@@ -241,6 +242,16 @@ def _top_logprobs(chat: Body, value: Any, payload: Body) -> None:
     chat["top_logprobs"] = value
 
 
+def _include(chat: Body, value: Any, payload: Body) -> None:
+    """The output's logprobs are chat's `logprobs`; every other inclusion is OpenAI's alone."""
+    others = [v for v in value if v != LOGPROBS_INCLUDE] if isinstance(value, list) else value
+    if others != []:
+        raise unsupported("include", "`include` is not available for a provider without a Responses API beyond "
+                                     f"{LOGPROBS_INCLUDE!r}: it adds outputs that only OpenAI produces.")
+    if value:
+        chat["logprobs"] = True
+
+
 def _safety_identifier(chat: Body, value: Any, payload: Body) -> None:
     if payload.get("user") is None:
         chat["user"] = value
@@ -304,7 +315,7 @@ FIELDS: dict[str, Field] = {
     "background_options": _ignored,  # means something only with background, which is refused
     # refused unless harmless
     "background": _refused("background", "the answer comes while the request waits.", lambda v: v is False),
-    "include": _refused("include", "it adds outputs that only OpenAI produces.", lambda v: v == []),
+    "include": _include,
     "truncation": _refused("truncation", "chat servers do not drop input to fit.", lambda v: v == "disabled"),
     "service_tier": _refused("service_tier", "only auto and default apply.", lambda v: v in ("auto", "default")),
     "prompt": _refused("prompt", "prompt templates are stored at OpenAI."),

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from .builder import ResponseBuilder, responses_usage
+from .builder import ResponseBuilder, responses_usage, wants_logprobs
 
 #: Chat finish reasons that end a response as `incomplete`, and the reason it gives.
 INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
@@ -42,13 +42,23 @@ def to_response(chat: dict[str, Any], request: dict[str, Any], model: str) -> di
     choices = chat.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
     message = choice.get("message") or {}
-    builder.text(_text(message.get("content")) or message.get("refusal") or "")
+    builder.text(_text(message.get("content")) or message.get("refusal") or "", _logprobs(request, choice))
     for index, call in enumerate(message.get("tool_calls") or []):
         function = call.get("function") or {}
         builder.tool_call(index, call.get("id"), function.get("name"), function.get("arguments") or "")
     status, reason = ending(choice.get("finish_reason"))
     builder.finish(usage(chat.get("usage")), status, reason)
     return builder.response(status, reason)
+
+
+def _logprobs(request: dict[str, Any], choice: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The choice's (or chunk's) content logprobs, when the request's `include` asked for them:
+    chat's entries have the Responses shape already (token, logprob, bytes, top_logprobs)."""
+    if not wants_logprobs(request):
+        return None
+    logprobs = choice.get("logprobs")
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    return [entry for entry in content if isinstance(entry, dict)] if isinstance(content, list) else []
 
 
 def _text(content: Any) -> str:
@@ -68,6 +78,7 @@ class StreamTranslator:
 
     def __init__(self, request: dict[str, Any], model: str) -> None:
         self.builder = ResponseBuilder(request, model, events=True)
+        self.request = request
         self.ended = False
         self._buffer = b""
         self._started = False
@@ -138,7 +149,7 @@ class StreamTranslator:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
-            out += builder.text(delta.get("content") or delta.get("refusal") or "")
+            out += builder.text(delta.get("content") or delta.get("refusal") or "", _logprobs(self.request, choice))
             for call in delta.get("tool_calls") or []:
                 function = call.get("function") or {}
                 out += builder.tool_call(call.get("index", 0), call.get("id"), function.get("name"),
