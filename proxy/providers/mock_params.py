@@ -1,9 +1,9 @@
 """The sampling parameters the mock checks as OpenAI does: their types and bounds.
 
 The mock does not sample, so it uses none of them but `n`, the token limits (an answer
-longer than `max_tokens` is cut there, as a model's is) and `stop`; a value OpenAI would refuse is
-refused here too (400 naming the field), so that code which works against the mock does
-not fail on its first call to a real model.
+longer than `max_tokens` is cut there, as a model's is) and `stop`; a value OpenAI would
+refuse is refused here too (400 naming the field), so that code which works against the
+mock does not fail on its first call to a real model.
 """
 
 from __future__ import annotations
