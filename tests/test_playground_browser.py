@@ -188,6 +188,15 @@ def test_query_parameters_prefill_the_page(page, upstream):
     assert page.text("answer", "mock/echo") == "Mock answer to: Briefly: Hello world"
 
 
+def test_an_answer_cut_at_max_tokens_says_so(page):
+    page.open(models="mock/echo", prompt="one two three four five", max_tokens="3")
+    page.find("run").click()
+    page.wait_turn(1)
+    assert page.text("answer", "mock/echo") == "Mock answer to:"
+    page.wait(lambda: "cut" in page.meta("mock/echo")["tokens"], "the row's figures")
+    assert page.meta("mock/echo")["tokens"] == "8 (5 in, 3 out), cut: length"
+
+
 def test_the_page_asks_for_the_proxy_key_once_and_keeps_it_for_the_tab(proxy_factory, driver):
     key = fake_key("sk-test-proxy")
     server = proxy_factory(env={"PG_CLIENT_KEY": key}, config='[clients]\ntester = { key_env = "PG_CLIENT_KEY" }\n',

@@ -165,13 +165,16 @@ export class Column {
     link.href = rowUrl(row.id);
     link.textContent = `#${row.id}`;
     this.meta.dataset.rowId = row.id;
+    const metadata = parsed(row.metadata);
     if (row.total_tokens !== null) {
-      this.figures.tokens.textContent = `${row.total_tokens} (${row.prompt_tokens} in, ${row.completion_tokens} out)`;
+      const cut = metadata?.finish_reason;  // the log names the answers that did not end by themselves
+      this.figures.tokens.textContent = `${row.total_tokens} (${row.prompt_tokens} in, ${row.completion_tokens} out)`
+        + (cut ? `, cut: ${[].concat(cut).join(", ")}` : "");
     }
     this.figures.latency.textContent = milliseconds(row.latency_ms);
     if (row.ttft_ms !== null) this.figures.ttft.textContent = milliseconds(row.ttft_ms);
     this.figures.cost.textContent = row.status_code === 200 ? dollars(row.cost_usd) : "—";
-    const steps = parsed(row.metadata)?.preprocess;
+    const steps = metadata?.preprocess;
     this.figures.preprocess.textContent = preprocessed(steps);
     const sent = steps ? lastUserText(row.request_json) : null;
     if (sent !== null && sent !== this.asked.textContent) {
