@@ -174,6 +174,8 @@ def test_logprobs_reach_the_sdk_whole_streamed_and_in_the_responses_api(client):
                                             logprobs=True, stream=True)
     streamed = [t.token for chunk in stream for choice in chunk.choices if choice.logprobs for t in choice.logprobs.content]
     assert streamed == [t.token for t in tokens]
+    legacy = client.completions.create(model=MODEL, prompt="hi", logprobs=2).choices[0].logprobs
+    assert legacy.tokens == [t.token for t in tokens] and legacy.text_offset[:2] == [0, 4]
     response = client.responses.create(model=MODEL, input="hi", include=["message.output_text.logprobs"], top_logprobs=3)
     part = response.output[0].content[0]
     assert [t.token for t in part.logprobs] == [t.token for t in tokens] and len(part.logprobs[0].top_logprobs) == 3

@@ -352,6 +352,22 @@ def test_responses_logprobs_come_when_include_asks_for_them():
     assert [t.token for t in done.logprobs] == deltas
 
 
+def test_legacy_completions_logprobs_are_parallel_lists():
+    status, body = send("completions", {"prompt": "one two", "logprobs": 2})
+    logprobs = orjson.loads(body)["choices"][0]["logprobs"]
+    assert logprobs["tokens"] == ["Mock", " answer", " to:", " one", " two"]
+    assert logprobs["token_logprobs"] == [0.0] * 5 and logprobs["text_offset"] == [0, 4, 11, 15, 19]
+    assert logprobs["top_logprobs"][0] == {"Mock": 0.0, "<alt1>": -9999.0}
+    status, body = send("completions", {"prompt": "one two", "logprobs": 0, "stream": True})
+    chunks = [orjson.loads(b.removeprefix(b"data: ")) for b in body.split(b"\n\n") if b.startswith(b"data: {")]
+    streamed = [c["choices"][0]["logprobs"] for c in chunks if c["choices"][0]["logprobs"]]
+    assert [(lp["tokens"][0], lp["text_offset"][0], lp["top_logprobs"]) for lp in streamed][:2] == [
+        ("Mock", 0, [{}]), (" answer", 4, [{}])]
+    for wrong in (6, -1, True, "2"):
+        status, body = send("completions", {"prompt": "x", "logprobs": wrong})
+        assert status == 400 and orjson.loads(body)["error"]["param"] == "logprobs"
+
+
 @pytest.mark.parametrize(("payload", "param"), [
     ({"top_logprobs": 2}, "top_logprobs"), ({"logprobs": False, "top_logprobs": 2}, "top_logprobs"),
     ({"logprobs": "yes"}, "logprobs"), ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),

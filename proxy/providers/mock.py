@@ -25,7 +25,7 @@ from .mock_answer import Answer, answer
 from .mock_conversation import MockRequestError, from_chat, from_completions, from_responses
 from .mock_embeddings import embeddings
 from .mock_forward import forwarded_answer
-from .mock_logprobs import logprobs, wanted
+from .mock_logprobs import completions_logprobs, completions_wanted, logprobs, wanted
 from .mock_params import check_parameters, choices, stop_sequences, token_limit
 from .mock_responses import responses_body, responses_events
 
@@ -69,7 +69,7 @@ def _answered(endpoint: str, payload: dict[str, Any]) -> MockResponse:
             return MockResponse(responses_events(payload, said), content_type="text/event-stream")
         return MockResponse(responses_body(payload, said))
     conversation = from_completions(payload) if endpoint == "completions" else from_chat(payload)
-    top = wanted(payload) if endpoint == "chat/completions" else None  # legacy `logprobs` is a count: not served
+    top = wanted(payload) if endpoint == "chat/completions" else completions_wanted(payload)
     stops = stop_sequences(endpoint, payload)
     said = [answer(conversation).stopped(stops).within(limit) for _ in range(choices(payload))]  # `n`: own call ids
     if stream:
@@ -131,7 +131,8 @@ def _completion(endpoint: str, payload: dict[str, Any], said: list[Answer], top:
 
 def _choice(endpoint: str, index: int, said: Answer, top: int | None) -> dict[str, Any]:
     if endpoint == "completions":
-        return {"index": index, "text": said.text, "finish_reason": _finish_reason(said), "logprobs": None}
+        return {"index": index, "text": said.text, "finish_reason": _finish_reason(said),
+                "logprobs": completions_logprobs(said.pieces(), top)}
     message: dict[str, Any] = {"role": "assistant", "content": said.text}
     if said.call is not None:
         call = said.call
@@ -148,7 +149,11 @@ def _sse(endpoint: str, payload: dict[str, Any], said: list[Answer], top: int | 
     choices: list[dict[str, Any]] = []
     for i, one in enumerate(said):
         if endpoint == "completions":
-            choices += [{"index": i, "text": piece, "finish_reason": None, "logprobs": None} for piece in one.pieces()]
+            offset = 0  # where each piece starts in the text, for `text_offset`
+            for piece in one.pieces():
+                choices.append({"index": i, "text": piece, "finish_reason": None,
+                                "logprobs": completions_logprobs([piece], top, offset)})
+                offset += len(piece)
             choices.append({"index": i, "text": "", "finish_reason": _finish_reason(one), "logprobs": None})
         else:
             choices += [{"index": i, "delta": delta, "logprobs": _chunk_logprobs(one, top, delta), "finish_reason": None}

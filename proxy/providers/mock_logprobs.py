@@ -5,7 +5,8 @@ The mock samples nothing, so every token it says was certain: its log probabilit
 Asked for `top_logprobs`, the alternatives are placeholders (`<alt1>`, …) at -9999, the
 value OpenAI gives tokens it would never pick. Tokens are the pieces the answer streams in
 (a word with its leading space), as usage counts them. Tool calls have no content tokens.
-The Responses API gives them when `include` lists `message.output_text.logprobs`.
+The Responses API gives them when `include` lists `message.output_text.logprobs`; legacy
+completions, asked with `logprobs: N`, in their own shape (parallel lists).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from .mock_conversation import MockRequestError
 
 #: OpenAI's log probability for a token it would never pick.
 NEVER = -9999.0
+#: The most alternatives legacy completions give per token.
+MAX_COMPLETIONS_LOGPROBS = 5
 
 
 def wanted(payload: dict[str, Any]) -> int | None:
@@ -29,6 +32,30 @@ def wanted(payload: dict[str, Any]) -> int | None:
     if top is not None and not asked:
         raise MockRequestError("Invalid value for 'top_logprobs': it needs 'logprobs' set to true.", "top_logprobs")
     return (top or 0) if asked else None
+
+
+def completions_wanted(payload: dict[str, Any]) -> int | None:
+    """Legacy completions' `logprobs`: how many alternatives per token (0 to 5), None when unset."""
+    count = payload.get("logprobs")
+    if count is None:
+        return None
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_COMPLETIONS_LOGPROBS:
+        raise MockRequestError(f"Invalid value for 'logprobs': expected an integer from 0 to {MAX_COMPLETIONS_LOGPROBS}, "
+                               f"but got {count!r} instead.", "logprobs")
+    return count
+
+
+def completions_logprobs(pieces: list[str], top: int | None, offset: int = 0) -> dict[str, Any] | None:
+    """A legacy choice's `logprobs`: parallel lists, and `text_offset` from `offset` on."""
+    if top is None:
+        return None
+    offsets = []
+    for piece in pieces:
+        offsets.append(offset)
+        offset += len(piece)
+    alternatives = [{piece: 0.0, **{f"<alt{i}>": NEVER for i in range(1, top)}} if top else {} for piece in pieces]
+    return {"tokens": pieces, "token_logprobs": [0.0] * len(pieces), "top_logprobs": alternatives,
+            "text_offset": offsets}
 
 
 def responses_wanted(payload: dict[str, Any]) -> int | None:
