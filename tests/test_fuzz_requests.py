@@ -60,7 +60,7 @@ FIELDS = {
         ("logprobs",), ("top_logprobs",),
     ],
     "completions": [("model",), ("prompt",), ("stream",), ("stream_options",), ("metadata",), ("user",), ("echo",),
-                    ("max_tokens",), ("stop",)],
+                    ("max_tokens",), ("stop",), ("logprobs",)],
     "embeddings": [("model",), ("input",), ("encoding_format",), ("dimensions",), ("user",)],
     "responses": [
         ("model",), ("input",), ("input", 0), ("instructions",), ("previous_response_id",), ("tools",),
