@@ -110,6 +110,20 @@ def test_a_50_mb_header_is_refused_without_holding_it(proxy):
     assert httpx.get(proxy.url + "/healthz", timeout=5).status_code == 200
 
 
+def test_a_long_prompt_echoed_in_many_choices_with_logprobs_stays_bounded(proxy):
+    """The mock's answers are bounded as a model's are: before, this was a 592 MB answer."""
+    pid = proxy.process.pid
+    before = rss_kib(pid)
+    words = " ".join(["w"] * 200_000)
+    response = httpx.post(proxy.v1 + "/chat/completions", timeout=60, json=chat(
+        messages=[{"role": "user", "content": words}], n=8, logprobs=True, top_logprobs=5))
+    assert response.status_code == 200 and len(response.content) < 16 << 20
+    assert {choice["finish_reason"] for choice in response.json()["choices"]} == {"length"}
+    assert rss_kib(pid) - before < 100 * 1024, f"RSS grew from {before} KiB to {rss_kib(pid)} KiB"
+    row = proxy.log.wait_row(response.headers["x-study-request-id"])
+    assert row["completion_tokens"] == 8 * (65_536 // (8 * 6))
+
+
 # --- timeouts ----------------------------------------------------------------------------------
 
 

@@ -377,6 +377,17 @@ def test_logprobs_asked_for_wrongly_are_a_400(payload, param):
     assert status == 400 and orjson.loads(body)["error"]["param"] == param
 
 
+def test_answers_are_bounded_as_a_models_are_whatever_the_prompt():
+    long = " ".join(["w"] * 5000)
+    capped = chat(messages=[{"role": "user", "content": long}])
+    assert (capped.usage.completion_tokens, capped.choices[0].finish_reason) == (4096, "length")
+    assert chat(messages=[{"role": "user", "content": long}], max_tokens=10).usage.completion_tokens == 10
+    # n choices and logprob alternatives share one call's bound: 65,536 // (128 × 21) = 24 tokens each
+    many = chat(messages=[{"role": "user", "content": long}], n=128, logprobs=True, top_logprobs=20)
+    assert {c.finish_reason for c in many.choices} == {"length"} and many.usage.completion_tokens == 128 * 24
+    assert responses(input=long).usage.output_tokens == 4096
+
+
 def test_a_responses_answer_over_max_output_tokens_is_incomplete():
     words = " ".join(f"w{i}" for i in range(30))
     cut = responses(input=words, max_output_tokens=16)

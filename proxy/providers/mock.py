@@ -25,7 +25,7 @@ from .mock_answer import Answer, answer
 from .mock_conversation import MockRequestError, from_chat, from_completions, from_responses
 from .mock_embeddings import embeddings
 from .mock_forward import forwarded_answer
-from .mock_logprobs import completions_logprobs, completions_wanted, logprobs, wanted
+from .mock_logprobs import completions_logprobs, completions_wanted, logprobs, responses_wanted, wanted
 from .mock_params import check_parameters, choices, stop_sequences, token_limit
 from .mock_responses import responses_body, responses_events
 
@@ -62,14 +62,14 @@ def _answered(endpoint: str, payload: dict[str, Any]) -> MockResponse:
     if endpoint == "embeddings":
         return MockResponse(orjson.dumps(embeddings(payload)))
     check_parameters(endpoint, payload)
-    limit = token_limit(endpoint, payload)
     if endpoint == "responses":
-        said = answer(from_responses(payload)).within(limit)
+        said = answer(from_responses(payload)).within(token_limit(endpoint, payload, responses_wanted(payload)))
         if stream:
             return MockResponse(responses_events(payload, said), content_type="text/event-stream")
         return MockResponse(responses_body(payload, said))
     conversation = from_completions(payload) if endpoint == "completions" else from_chat(payload)
     top = wanted(payload) if endpoint == "chat/completions" else completions_wanted(payload)
+    limit = token_limit(endpoint, payload, top)
     stops = stop_sequences(endpoint, payload)
     said = [answer(conversation).stopped(stops).within(limit) for _ in range(choices(payload))]  # `n`: own call ids
     if stream:

@@ -67,10 +67,10 @@ class Answer:
         kept = self.text[:end]
         return Answer(kept, None, self.prompt_tokens, len(kept.split()))
 
-    def within(self, limit: int | None) -> Answer:
+    def within(self, limit: int) -> Answer:
         """The answer cut after `limit` tokens, as a model stops at `max_tokens`: text or tool
         arguments end mid-way (arguments then are not valid JSON, as a real model's are not)."""
-        if limit is None or self.completion_tokens <= limit:
+        if self.completion_tokens <= limit:
             return self
         said = self.call.arguments if self.call is not None else self.text or ""
         kept = said[: _end_of_token(said, limit)]

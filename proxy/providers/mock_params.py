@@ -57,10 +57,20 @@ TOKEN_LIMITS = {
 }
 
 
-def token_limit(endpoint: str, payload: dict[str, Any]) -> int | None:
-    """The most tokens the answer may have (checked; the smaller when chat sets both)."""
+#: The most tokens the mock writes in one answer, as a model has a most it will write.
+MAX_ANSWER_TOKENS = 4096
+#: The most one call's answers hold in all: the tokens of every choice, each with its logprob
+#: alternatives. An echoed 400 KB prompt in 8 choices with `top_logprobs: 5` was a 592 MB
+#: answer and 4.2 GB of memory without it.
+MAX_CALL_TOKENS = 65_536
+
+
+def token_limit(endpoint: str, payload: dict[str, Any], alternatives: int | None = None) -> int:
+    """The most tokens each answer may have: the request's limit (the smaller when chat sets
+    both; checked) within the mock's own, which `n` choices and `alternatives` per token share."""
+    shares = (choices(payload) if endpoint != "responses" else 1) * (1 + (alternatives or 0))
     limits = [payload[name] for name in TOKEN_LIMITS.get(endpoint, ()) if payload.get(name) is not None]
-    return min(limits) if limits else None
+    return min([*limits, MAX_ANSWER_TOKENS, max(1, MAX_CALL_TOKENS // shares)])
 
 
 #: OpenAI takes up to this many stop sequences.
