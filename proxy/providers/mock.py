@@ -63,10 +63,11 @@ def _answered(endpoint: str, payload: dict[str, Any]) -> MockResponse:
         return MockResponse(orjson.dumps(embeddings(payload)))
     check_parameters(endpoint, payload)
     if endpoint == "responses":
-        said = answer(from_responses(payload)).within(token_limit(endpoint, payload, responses_wanted(payload)))
+        top = responses_wanted(payload)
+        said = answer(from_responses(payload)).within(token_limit(endpoint, payload, top))
         if stream:
-            return MockResponse(responses_events(payload, said), content_type="text/event-stream")
-        return MockResponse(responses_body(payload, said))
+            return MockResponse(responses_events(payload, said, top), content_type="text/event-stream")
+        return MockResponse(responses_body(payload, said, top))
     conversation = from_completions(payload) if endpoint == "completions" else from_chat(payload)
     top = wanted(payload) if endpoint == "chat/completions" else completions_wanted(payload)
     limit = token_limit(endpoint, payload, top)

@@ -53,9 +53,8 @@ def completions_logprobs(pieces: list[str], top: int | None, offset: int = 0) ->
     for piece in pieces:
         offsets.append(offset)
         offset += len(piece)
-    alternatives = [{piece: 0.0, **{f"<alt{i}>": NEVER for i in range(1, top)}} if top else {} for piece in pieces]
-    return {"tokens": pieces, "token_logprobs": [0.0] * len(pieces), "top_logprobs": alternatives,
-            "text_offset": offsets}
+    return {"tokens": pieces, "token_logprobs": [0.0] * len(pieces),
+            "top_logprobs": [dict(_ranked(piece, top)) for piece in pieces], "text_offset": offsets}
 
 
 def responses_wanted(payload: dict[str, Any]) -> int | None:
@@ -79,8 +78,12 @@ def logprobs(said: Answer, top: int | None, pieces: list[str] | None = None) -> 
 
 
 def _token(piece: str, top: int) -> dict[str, Any]:
-    alternatives = [_entry(piece, 0.0)] + [_entry(f"<alt{i}>", NEVER) for i in range(1, top)]
-    return {**_entry(piece, 0.0), "top_logprobs": alternatives[:top]}
+    return {**_entry(piece, 0.0), "top_logprobs": [_entry(token, logprob) for token, logprob in _ranked(piece, top)]}
+
+
+def _ranked(piece: str, top: int) -> list[tuple[str, float]]:
+    """The `top` most likely tokens where `piece` was said: itself, then placeholders."""
+    return [(piece, 0.0), *((f"<alt{i}>", NEVER) for i in range(1, top))][:top]
 
 
 def _entry(token: str, logprob: float) -> dict[str, Any]:

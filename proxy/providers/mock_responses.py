@@ -12,27 +12,27 @@ import orjson
 
 from ..responses.builder import ResponseBuilder, responses_usage
 from .mock_answer import Answer
-from .mock_logprobs import responses_wanted, tokens
+from .mock_logprobs import tokens
 
 
-def responses_body(payload: dict[str, Any], said: Answer) -> bytes:
-    """The whole `response` object."""
+def responses_body(payload: dict[str, Any], said: Answer, top: int | None) -> bytes:
+    """The whole `response` object; `top`: logprob alternatives per token, None for no logprobs."""
     builder = _builder(payload, events=False)
-    _feed(builder, payload, said)
+    _feed(builder, said, top)
     return orjson.dumps(builder.response(*_ending(said)))
 
 
-def responses_events(payload: dict[str, Any], said: Answer) -> list[bytes]:
+def responses_events(payload: dict[str, Any], said: Answer, top: int | None) -> list[bytes]:
     """The SSE events, `response.created` to `response.completed` (no `[DONE]`: the API sends none)."""
     builder = _builder(payload, events=True)
-    return builder.start() + _feed(builder, payload, said)
+    return builder.start() + _feed(builder, said, top)
 
 
 def _builder(payload: dict[str, Any], events: bool) -> ResponseBuilder:
     return ResponseBuilder(payload, str(payload.get("model", "echo")), events=events)
 
 
-def _feed(builder: ResponseBuilder, payload: dict[str, Any], said: Answer) -> list[bytes]:
+def _feed(builder: ResponseBuilder, said: Answer, top: int | None) -> list[bytes]:
     """The answer a piece at a time, as a model streams it (a whole answer is fed the same way)."""
     out = []
     if said.call is not None:
@@ -40,7 +40,6 @@ def _feed(builder: ResponseBuilder, payload: dict[str, Any], said: Answer) -> li
         for piece in said.pieces():
             out += builder.tool_call(0, arguments=piece)
     else:
-        top = responses_wanted(payload)
         for piece in said.pieces():
             out += builder.text(piece, None if top is None else tokens([piece], top))
     return out + builder.finish(responses_usage(said.prompt_tokens, said.completion_tokens), *_ending(said))
