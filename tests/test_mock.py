@@ -433,6 +433,10 @@ BAD_TURNS = [
     ("responses", {"input": [{"type": "message", "content": "x"}]}, "input[0].role"),
     ("responses", {"input": "x", "prompt": {"id": "pmpt_123"}}, "prompt"),
     ("responses", {"input": "x", "conversation": "conv_123"}, "conversation"),
+    ("responses", {"input": "x", "tools": [{"type": "web_search"}], "tool_choice": "required"}, "tool_choice"),
+    ("responses", {"input": "x", "tools": [{"type": "web_search"}], "tool_choice": {"type": "web_search"}}, "tool_choice"),
+    ("chat/completions", {"messages": user("x"), "tools": [{"type": "custom", "custom": {"name": "run"}}],
+                          "tool_choice": "required"}, "tool_choice"),
 ]
 
 
@@ -501,6 +505,13 @@ def test_responses_tool_call_is_a_function_call_item():
     jsonschema.validate(orjson.loads(item.arguments), WEATHER)
     named = responses(input="x", tools=RESPONSES_TOOLS, tool_choice={"type": "function", "name": "get_time"})
     assert named.output[0].name == "get_time"
+
+
+def test_hosted_tools_are_never_called_and_functions_beside_them_are():
+    searched = responses(input="news?", tools=[{"type": "web_search"}])
+    assert searched.output_text == "Mock answer to: news?"
+    called = responses(input="Weather in Oslo?", tools=[{"type": "web_search"}, *RESPONSES_TOOLS], tool_choice="required")
+    assert [item.name for item in called.output] == ["get_weather"]
 
 
 def test_responses_streamed_tool_call():

@@ -10,6 +10,8 @@ The rule, which makes an agent's tool round trip end:
   is the user's turn; when the last input is a tool result, the mock answers text quoting
   it: `Mock answer to: <user text> (tool said: <output>)`.
 - `tool_choice: "none"`, or no tools: text, `Mock answer to: <user text>`.
+- Tools that are not functions (web_search, mcp, custom…) are never called: a `tool_choice`
+  that forces a call to one, or `required` with none but them, is a 400.
 
 Tool arguments are the smallest instance of the tool's parameter schema, with the user's
 words in the first free string (mock_schema.py). Text answers follow the requested format:
@@ -89,7 +91,7 @@ class Answer:
 def answer(conversation: Conversation) -> Answer:
     """The mock's answer to `conversation` (see the module docstring for the rule)."""
     prompt_tokens = len(" ".join(conversation.said).split())
-    tool = _tool_to_call(conversation) if conversation.tools else None
+    tool = _tool_to_call(conversation)
     if tool is not None:
         arguments = orjson.dumps(_instance(tool["parameters"], conversation.user, tool["param"])).decode()
         call = ToolCall(new_id("call"), tool["name"], arguments)
@@ -108,18 +110,26 @@ def _end_of_token(text: str, count: int) -> int:
     return ends[-1] if ends else 0
 
 
+#: Why a forced call to a tool that is not a function (web_search, mcp, a custom tool…) is refused.
+FUNCTIONS_ONLY = "the mock calls function tools only (hosted tools such as web_search run at OpenAI)."
+
+
 def _tool_to_call(conversation: Conversation) -> dict[str, Any] | None:
     choice, tools = conversation.tool_choice, conversation.tools
     if isinstance(choice, dict):
         name = choice.get("name")
         named = next((tool for tool in tools if tool["name"] == name), None)
         if named is None:
-            message = f"tool_choice names the function {name!r}, which is not among the tools."
+            message = (f"tool_choice names the function {name!r}, which is not among the tools." if name is not None
+                       else f"tool_choice asks for a tool that is not a function: {FUNCTIONS_ONLY}")
             raise MockRequestError(message, "tool_choice")
         return named
     if choice == "required":
+        if not tools:
+            raise MockRequestError(f"tool_choice 'required' asks for a tool call, and no tool is a function: {FUNCTIONS_ONLY}",
+                                   "tool_choice")
         return next((tool for tool in tools if tool["name"] not in conversation.called), tools[0])
-    if choice == "none":
+    if choice == "none" or not tools:
         return None
     return tools[0] if conversation.last_role == "user" else None
 
