@@ -18,12 +18,13 @@ from .answers import CapturedStream, WholeAnswer, passthrough_headers
 from .body_relay import RelayedBody, relayed_headers
 from .cache import request_key
 from .config import Settings
+from .endpoints import ENDPOINTS, RESPONSES_ENDPOINTS
 from .errors import ProxyError
 from .forward import Forwarder, endpoint_name, own_path_error
 from .metrics import Metrics
 from .models import ModelCatalogue
 from .preprocess.hook import Preprocessor
-from .providers import ENDPOINTS, Provider
+from .providers import Provider
 from .pricing import Pricer
 from .record import CallRecord
 from .recorder import Recorder
@@ -109,7 +110,7 @@ class ProxyAPI:
             for e in ENDPOINTS
         ]
         routes += [Route(f"/openai/v1/{e}", self._endpoint_handler(e, azure=True), methods=["POST"]) for e in ENDPOINTS]
-        routes.append(Route("/openai/responses", self._endpoint_handler("responses", azure=True), methods=["POST"]))
+        routes += [Route(f"/openai/{e}", self._endpoint_handler(e, azure=True), methods=["POST"]) for e in RESPONSES_ENDPOINTS]
         routes += self.turns.routes(API_PREFIXES)
         for prefix in API_PREFIXES:
             routes += [
@@ -220,7 +221,7 @@ class ProxyAPI:
         model = validate(endpoint, payload, asked)
         routes = self.router.resolve(model)
         upstream_payload = payload
-        if endpoint == "responses":
+        if endpoint in RESPONSES_ENDPOINTS:
             routes, upstream_payload = await self.turns.prepare(record, payload, routes)
         record.provider, record.upstream_model = routes[0].provider, routes[0].upstream_model
         key = request_key(endpoint, routes, identity(headers, record.client), payload)

@@ -21,8 +21,9 @@ from .answers import WholeAnswer, passthrough_headers
 from .bodies import ClientBody, logged_body
 from .body_relay import relayed_unread
 from .config import Settings
+from .endpoints import ENDPOINTS
 from .errors import ProxyError
-from .providers import ENDPOINTS, Provider
+from .providers import Provider
 from .record import CallRecord
 from .resilience import Outcome, UpstreamCaller
 from .routing import Route, Router

@@ -37,7 +37,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .errors import ProxyError
-from .record import METERED_ENDPOINTS, CallRecord
+from .endpoints import METERED_ENDPOINTS
+from .record import CallRecord
 from .request_headers import authenticate, plain_headers
 from .responses.rows import usage_columns
 

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from .clock import utc_now
+from .endpoints import METERED_ENDPOINTS, RESPONSES_ENDPOINTS
 from .pricing import Pricer
 from .render import ending_metadata, render_answer, render_prompt
 from .responses.rows import response_metadata, usage_columns
@@ -23,8 +24,6 @@ from .responses.rows import response_metadata, usage_columns
 SENSITIVE_HEADER_WORDS = ("auth", "key", "token", "secret", "cookie", "password", "signature")
 #: One search per header name for any of the words (a generator over the words cost ~7 steps a header).
 _SENSITIVE = re.compile("|".join(SENSITIVE_HEADER_WORDS))
-#: The endpoints whose answer's `usage` is this call's: a retrieved response's usage was another call's.
-METERED_ENDPOINTS = frozenset({"chat/completions", "completions", "embeddings", "responses"})
 
 
 def new_request_id() -> str:
@@ -144,7 +143,7 @@ class CallRecord:
         metered = self.endpoint in METERED_ENDPOINTS
         usage = self.usage if self.usage is not None else (answer or {}).get("usage") if metered else None
         usage = usage if isinstance(usage, dict) else None
-        if self.endpoint == "responses":
+        if self.endpoint in RESPONSES_ENDPOINTS:
             extra = response_metadata(answer, usage)
         else:
             extra = ending_metadata(answer) if self.endpoint in ("chat/completions", "completions") else None

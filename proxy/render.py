@@ -7,6 +7,8 @@ import binascii
 from collections.abc import Iterable
 from typing import Any
 
+from .endpoints import RESPONSES_ENDPOINTS
+
 #: Bytes per dimension of a base64 embedding: OpenAI packs little-endian float32 values.
 FLOAT32_BYTES = 4
 
@@ -29,7 +31,7 @@ def content_text(content: Any) -> str:
 
 def render_prompt(endpoint: str, payload: dict[str, Any]) -> str | None:
     """`role: text` blocks for chat and the Responses API, the prompt for completions, the input for embeddings."""
-    if endpoint == "responses":
+    if endpoint in RESPONSES_ENDPOINTS:
         from .responses.rows import render_prompt as render_responses_prompt
 
         return render_responses_prompt(payload)

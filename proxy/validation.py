@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from starlette.requests import ClientDisconnect, Request
 
+from .endpoints import RESPONSES_ENDPOINTS
 from .errors import ProxyError
 from .inflate import inflaters, too_large
 from .json_depth import check_depth
@@ -21,7 +22,8 @@ CLIENT_CLOSED = 499
 JSON_TYPES = ("application/json", "text/json")
 
 #: The field each endpoint cannot do without, besides `model`.
-REQUIRED_INPUT = {"chat/completions": "messages", "completions": "prompt", "embeddings": "input", "responses": "input"}
+REQUIRED_INPUT = {"chat/completions": "messages", "completions": "prompt", "embeddings": "input",
+                  **dict.fromkeys(RESPONSES_ENDPOINTS, "input")}
 #: Optional Responses API fields the proxy itself reads, and the types they must have.
 RESPONSES_FIELDS: dict[str, type | tuple[type, ...]] = {
     "instructions": str, "previous_response_id": str, "tools": list, "metadata": dict, "text": dict,
@@ -112,12 +114,15 @@ def validate(endpoint: str, payload: dict[str, Any], model: Any) -> str:
                 raise ProxyError(
                     400, f"`messages[{i}]` must be an object with a string `role`.", param=f"messages[{i}]", code="invalid_type"
                 )
-    elif endpoint == "responses":
+    elif endpoint in RESPONSES_ENDPOINTS:
         _check_responses(payload)
     else:
         _required(field, payload.get(field), (str, list))
     if "stream" in payload and not isinstance(payload["stream"], bool | None):
         raise ProxyError(400, "`stream` must be a boolean.", param="stream", code="invalid_type")
+    if payload.get("stream") and endpoint in RESPONSES_ENDPOINTS and endpoint != "responses":
+        raise ProxyError(400, f"{endpoint} answers whole: it has no `stream` parameter.", param="stream",
+                         code="unknown_parameter")
     return model
 
 

@@ -124,6 +124,21 @@ def stream_events(final: dict[str, Any], split: Callable[[str], list[str]]) -> l
     ]
 
 
+#: What the fake counts as any conversation's input tokens (`POST …/responses/input_tokens`).
+FAKE_INPUT_TOKENS = 7
+
+
+def conversation_answer(action: str, body: dict[str, Any]) -> dict[str, Any]:
+    """`POST …/responses/input_tokens` (a count) or `…/responses/compact` (the user's text kept, then
+    one opaque compaction item), in OpenAI's shapes."""
+    if action == "input_tokens":
+        return {"object": "response.input_tokens", "input_tokens": FAKE_INPUT_TOKENS}
+    kept = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": last_user_text(body)}]}
+    return {"id": "cmp_fake", "object": "response.compaction", "created_at": 1,
+            "output": [kept, {"type": "compaction", "id": "cmp_item_fake", "encrypted_content": "opaque"}],
+            "usage": RESPONSES_USAGE}
+
+
 class StoredResponses:
     """What an upstream with a Responses API remembers."""
 

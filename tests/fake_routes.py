@@ -21,7 +21,9 @@ from fake_answers import (
 )
 from fake_endpoints import FAILING_MODELS_PREFIX, HANGING_MODELS_PREFIX, MODELS, embeddings, forwarded_answer
 from fake_failures import SLOW_DELAY, failure, slow_answer, stream, wait_until_released
-from fake_responses import FAKE_JSON, StoredResponses, last_user_text, response_object, tool_result_answer
+from fake_responses import (
+    FAKE_JSON, StoredResponses, conversation_answer, last_user_text, response_object, tool_result_answer,
+)
 from fake_responses import stream_events as response_stream_events
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -84,6 +86,8 @@ class Router:
                 (e for e in ("chat/completions", "completions", "embeddings", "responses") if path.endswith("/" + e)), None
             )
             model = body.get("model")
+            if path.endswith(("/responses/compact", "/responses/input_tokens")):
+                return JSONResponse(conversation_answer(path.rsplit("/", 1)[1], body))
             if "/responses/" in path:
                 status, answer = self.stored.follow_up(request.method, path.split("/responses/", 1)[1])
                 return JSONResponse(answer, status_code=status)

@@ -199,3 +199,40 @@ def test_async_streaming_responses_on_the_mock(proxy):
     kinds = asyncio.run(main())
     assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
     assert kinds.count("response.output_text.delta") >= 4
+
+
+def test_openai_agents_compaction_session_compacts_through_the_mock(proxy, tmp_path):
+    """The SDK's `OpenAIResponsesCompactionSession` calls `responses.compact` after a turn; its
+    history becomes the user's messages and one compaction item, and the next turn goes on."""
+    import agents
+    from agents import Agent, OpenAIResponsesCompactionSession, Runner, SQLiteSession, function_tool
+
+    agents.set_tracing_disabled(True)
+    client = AsyncOpenAI(base_url=proxy.v1, api_key="sk-compact")
+    agents.set_default_openai_client(client, use_for_tracing=False)
+    agents.set_default_openai_api("responses")
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"rain in {city}"
+
+    store = SQLiteSession("trip", str(tmp_path / "session.db"))
+    session = OpenAIResponsesCompactionSession("trip", store, client=client, should_trigger_compaction=lambda _: True)
+    agent = Agent(name="forecaster", instructions="Use your tools.", tools=[get_weather])
+
+    async def two_turns():  # one event loop: the client's connections belong to it
+        first = await Runner.run(agent, "Weather in Bergen?", session=session)
+        history = await store.get_items()
+        second = await Runner.run(agent, "And tomorrow?", session=session)
+        return first, history, second
+
+    first, history, second = asyncio.run(two_turns())
+    assert "rain in" in first.final_output
+    assert [item.get("type", "message") for item in history] == ["message", "compaction"]
+    assert history[0]["role"] == "user"
+    assert second.final_output
+
+    compactions = [row for row in proxy.log.rows() if row["endpoint"] == "responses/compact"]
+    assert compactions and all(row["status_code"] == 200 and row["provider"] == "mock" for row in compactions)
+    assert compactions[0]["response"].startswith("user: Weather in Bergen?") and compactions[0]["prompt_tokens"] > 0

@@ -21,7 +21,7 @@ from proxy.pricing import Pricer
 from conftest import HEX32, assert_error_shape, fake_key, loads, provider_env, unique
 from fake_answers import chat_answer
 from fake_failures import SLOW_CHUNKS, slow_answer
-from fake_responses import FAKE_JSON, RESPONSES_USAGE, TOOL_ARGUMENTS
+from fake_responses import FAKE_INPUT_TOKENS, FAKE_JSON, RESPONSES_USAGE, TOOL_ARGUMENTS
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -244,6 +244,50 @@ def test_follow_ups_go_to_the_provider_that_created_the_response(proxy, client, 
     assert loads(follow_ups[-1]["metadata"])["deleted"] is True
     rows = proxy.log.rows()
     assert all(OPENAI_KEY not in str(tuple(r)) and AZURE_KEY not in str(tuple(r)) for r in rows)
+
+
+def test_compact_and_the_input_token_count_go_upstream_with_a_row_each(proxy, client, upstream):
+    items = [{"role": "user", "content": "Weather in Oslo?"},
+             {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{}"},
+             {"type": "function_call_output", "call_id": "call_1", "output": "snow"}]
+    raw = client.responses.with_raw_response.compact(model="openai/gpt-4o-mini", input=items)
+    compacted = raw.parse()
+    assert compacted.object == "response.compaction" and [i.type for i in compacted.output] == ["message", "compaction"]
+    counted = client.responses.input_tokens.with_raw_response.count(model="openai/gpt-4o-mini", input="Hello")
+    assert counted.parse().input_tokens == FAKE_INPUT_TOKENS
+    sent = upstream.calls()
+    assert [(c.path, c.json["model"]) for c in sent] == [
+        ("/v1/responses/compact", "gpt-4o-mini"), ("/v1/responses/input_tokens", "gpt-4o-mini")]
+    assert all(c.headers["authorization"] == f"Bearer {OPENAI_KEY}" for c in sent)
+
+    compact_row = proxy.log.wait_row(raw.headers["x-study-request-id"])
+    assert compact_row["endpoint"] == "responses/compact" and compact_row["provider"] == "openai"
+    assert compact_row["prompt"] == "user: Weather in Oslo?\n\nassistant: [tool call] get_weather({})\n\ntool: snow"
+    assert compact_row["response"] == "user: Weather in Oslo?\n\n[compaction]"
+    assert (compact_row["prompt_tokens"], compact_row["completion_tokens"]) == (21, 9) and compact_row["cost_usd"] > 0
+    count_row = proxy.log.wait_row(counted.headers["x-study-request-id"])
+    assert count_row["endpoint"] == "responses/input_tokens" and count_row["response"] == f"[{FAKE_INPUT_TOKENS} input tokens]"
+    assert count_row["prompt_tokens"] is None and count_row["cost_usd"] is None
+
+
+def test_compact_of_an_earlier_response_goes_to_its_provider_and_azure_takes_both(proxy, client, upstream):
+    first = client.responses.create(model="azure/gpt-4o-dep", input="first turn")
+    client.responses.compact(model="gpt-4o-mini", previous_response_id=first.id)
+    classic = AzureOpenAI(azure_endpoint=proxy.url, api_key="k", api_version="2025-04-01-preview", max_retries=0)
+    assert classic.responses.input_tokens.count(model="gpt-4o-dep", input="x").input_tokens == FAKE_INPUT_TOKENS
+    calls = upstream.calls()[1:]
+    assert [(c.path, c.json["model"]) for c in calls] == [
+        ("/openai/v1/responses/compact", "gpt-4o-dep"), ("/openai/v1/responses/input_tokens", "gpt-4o-dep")]
+    assert calls[0].json["previous_response_id"] == first.id
+    assert all(c.headers["api-key"] == AZURE_KEY for c in calls)
+
+
+def test_compact_and_count_answer_whole(proxy, upstream):
+    for action in ("compact", "input_tokens"):
+        response = httpx.post(f"{proxy.v1}/responses/{action}", json={"model": "openai/x", "input": "x", "stream": True})
+        assert response.status_code == 400 and assert_error_shape(response.json())["param"] == "stream"
+        assert proxy.log.wait_row(response.headers["x-study-request-id"])["endpoint"] == f"responses/{action}"
+    assert upstream.count() == 0
 
 
 def test_an_unknown_id_goes_to_the_default_provider(proxy, client, upstream):

@@ -213,6 +213,20 @@ def test_a_field_the_translated_route_refuses_falls_to_the_next_route(proxy, cli
     assert (row["status_code"], row["provider"], row["attempts"]) == (200, "openai", 1)
 
 
+def test_compact_and_the_input_token_count_need_a_responses_api(proxy, client, upstream):
+    """A chat-only server has neither: a clear 400 with a row; an alias passes to a route that has them."""
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.compact(model=f"hyperbolic/{MODEL}", input="x")
+    assert caught.value.code == "unsupported_endpoint" and "responses = false" in caught.value.message
+    with pytest.raises(openai.BadRequestError):
+        client.responses.input_tokens.count(model=f"hyperbolic/{MODEL}", input="x")
+    assert upstream.requests == []
+    row = proxy.log.wait_row(caught.value.response.headers["x-study-request-id"])
+    assert (row["status_code"], row["endpoint"], row["attempts"]) == (400, "responses/compact", 0)
+    assert client.responses.input_tokens.count(model="either", input="x").input_tokens > 0
+    assert [r.path for r in upstream.requests] == ["/v1/responses/input_tokens"]
+
+
 def test_upstream_error_passes_through(proxy, client, upstream):
     with pytest.raises(openai.BadRequestError) as caught:
         client.responses.create(model="hyperbolic/fail-400-x", input="x")

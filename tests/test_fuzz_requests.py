@@ -3,7 +3,7 @@
 Bodies (arbitrary JSON, deep nesting, a valid request with any field replaced by any value,
 bytes that are not JSON), `X-Study-*` headers with any bytes HTTP allows, Content-Type,
 Content-Encoding and the framing (Content-Length, chunked, a body cut short by the client),
-on chat, completions, embeddings and responses. For every request: no 5xx, an error in
+on chat, completions, embeddings and the Responses API's calls. For every request: no 5xx, an error in
 OpenAI's shape, and one complete row, whose `request_id` is the answer's
 `X-Study-Request-Id` (found by an `X-Fuzz-Id` header, which the row's headers keep, so that a
 request the client abandoned is found too).
@@ -48,6 +48,8 @@ ENDPOINTS = {
     "completions": {"model": "gpt-3.5-turbo-instruct", "prompt": "hi"},
     "embeddings": {"model": "text-embedding-3-small", "input": "hi"},
     "responses": {"model": "gpt-4o-mini", "input": "hi"},
+    "responses/compact": {"model": "gpt-4o-mini", "input": "hi"},
+    "responses/input_tokens": {"model": "gpt-4o-mini", "input": "hi"},
 }
 #: The fields the proxy (or its mock) reads, per endpoint, as paths into the body; the
 #: required ones once, so that most requests stay valid and reach the mock and the row.
@@ -68,9 +70,11 @@ FIELDS = {
         ("reasoning",), ("max_output_tokens",), ("background",), ("conversation",),
     ],
 }
+FIELDS["responses/compact"] = FIELDS["responses/input_tokens"] = FIELDS["responses"]
 
 #: How many of the first FIELDS of each endpoint its request cannot do without.
-REQUIRED = {"chat/completions": 4, "completions": 2, "embeddings": 2, "responses": 3}
+REQUIRED = {"chat/completions": 4, "completions": 2, "embeddings": 2, "responses": 3, "responses/compact": 3,
+            "responses/input_tokens": 3}
 
 scalars = (
     st.none() | st.booleans() | st.integers() | st.integers(min_value=2**63, max_value=2**80)

@@ -514,6 +514,29 @@ def test_hosted_tools_are_never_called_and_functions_beside_them_are():
     assert [item.name for item in called.output] == ["get_weather"]
 
 
+def test_compaction_keeps_the_users_messages_and_folds_the_rest_into_one_item():
+    items = [
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"type": "function_call", "call_id": "call_9", "name": "get_weather", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_9", "output": "snow"},
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "And Rome?"}]},
+    ]
+    status, body = send("responses/compact", {"input": items})
+    compacted = orjson.loads(body)  # user messages in `output`, as OpenAI's: not a strict ResponseOutputMessage
+    assert status == 200 and compacted["object"] == "response.compaction"
+    kept, folded = compacted["output"][:-1], compacted["output"][-1]
+    assert [(m["role"], m["content"]) for m in kept] == [
+        ("user", [{"type": "input_text", "text": "Weather in Oslo?"}]), ("user", items[3]["content"])]
+    assert folded["type"] == "compaction" and orjson.loads(base64.b64decode(folded["encrypted_content"])) == items[1:3]
+    assert compacted["usage"]["input_tokens"] == 6 and compacted["usage"]["output_tokens"] > 0
+
+
+def test_the_input_token_count_is_what_a_response_would_count():
+    status, body = send("responses/input_tokens", {"input": "three small words", "instructions": "Be brief."})
+    assert status == 200 and orjson.loads(body) == {"object": "response.input_tokens", "input_tokens": 5}
+    assert responses(input="three small words", instructions="Be brief.").usage.input_tokens == 5
+
+
 def test_responses_streamed_tool_call():
     events = responses_events(input="Weather in Oslo?", tools=RESPONSES_TOOLS)
     added = next(e for e in events if e.type == "response.output_item.added")

@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+from ..endpoints import RESPONSES_ENDPOINTS
 from .steps import Steps, apply_steps
 
 
@@ -32,7 +33,7 @@ def preprocess_payload(
         messages = payload.get("messages")
         if isinstance(messages, list):
             payload = {**payload, "messages": [_message(m, text, "text") for m in messages]}
-    elif endpoint == "responses":
+    elif endpoint in RESPONSES_ENDPOINTS:
         value = payload.get("input")
         if isinstance(value, str):
             payload = {**payload, "input": text(value)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..config import Settings
 from .azure import AzureProvider
-from .base import ENDPOINTS, Provider
+from .base import Provider
 from .mock import MockProvider
 from .translated import TranslatingProvider
 
@@ -20,4 +20,4 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
     return providers
 
 
-__all__ = ["ENDPOINTS", "Provider", "AzureProvider", "MockProvider", "TranslatingProvider", "build_providers"]
+__all__ = ["Provider", "AzureProvider", "MockProvider", "TranslatingProvider", "build_providers"]

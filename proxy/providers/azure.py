@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+from ..endpoints import RESPONSES_ENDPOINTS
 from .base import Provider
 
 #: The first api-version that accepts `stream_options` (usage in streamed answers).
@@ -20,7 +21,7 @@ class AzureProvider(Provider):
     lists_models = False
 
     def url(self, endpoint: str, upstream_model: str) -> str:
-        if endpoint == "responses":
+        if endpoint in RESPONSES_ENDPOINTS:
             return self.forward_url(endpoint)  # no deployment in the path (it is the body's model), no api-version
         deployment = quote(upstream_model, safe="")
         return (

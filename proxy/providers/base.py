@@ -10,8 +10,6 @@ import orjson
 from ..config_sections import ProviderConfig
 from ..upstream import UpstreamClient, UpstreamRequest, UpstreamResponse
 
-#: The proxy's endpoint names, as they appear after `/v1/` in OpenAI's API.
-ENDPOINTS = ("chat/completions", "completions", "embeddings", "responses")
 
 
 class Provider:

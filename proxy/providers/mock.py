@@ -27,7 +27,7 @@ from .mock_embeddings import embeddings
 from .mock_forward import forwarded_answer
 from .mock_logprobs import completions_logprobs, completions_wanted, logprobs, responses_wanted, wanted
 from .mock_params import check_parameters, choices, stop_sequences, token_limit
-from .mock_responses import responses_body, responses_events
+from .mock_responses import compaction, input_token_count, responses_body, responses_events
 
 #: Forwarded calls (everything but the proxy's own endpoints) go to `mock:///v1/{path}`.
 FORWARDED = "mock:///v1/"
@@ -62,6 +62,10 @@ def _answered(endpoint: str, payload: dict[str, Any]) -> MockResponse:
     if endpoint == "embeddings":
         return MockResponse(orjson.dumps(embeddings(payload)))
     check_parameters(endpoint, payload)
+    if endpoint == "responses/input_tokens":
+        return MockResponse(orjson.dumps(input_token_count(from_responses(payload))))
+    if endpoint == "responses/compact":
+        return MockResponse(orjson.dumps(compaction(payload, from_responses(payload))))
     if endpoint == "responses":
         top = responses_wanted(payload)
         said = answer(from_responses(payload)).within(token_limit(endpoint, payload, top))

@@ -90,7 +90,7 @@ class Answer:
 
 def answer(conversation: Conversation) -> Answer:
     """The mock's answer to `conversation` (see the module docstring for the rule)."""
-    prompt_tokens = len(" ".join(conversation.said).split())
+    prompt_tokens = conversation.words()
     tool = _tool_to_call(conversation)
     if tool is not None:
         arguments = orjson.dumps(_instance(tool["parameters"], conversation.user, tool["param"])).decode()

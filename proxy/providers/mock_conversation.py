@@ -60,6 +60,10 @@ class Conversation:
     format: dict[str, Any] | None = None  # {"type": "json_schema", "schema": …} or {"type": "json_object"}
     format_param: str = "response_format"  # where the format came from, for error messages
 
+    def words(self) -> int:
+        """The conversation's length in the mock's tokens: whitespace-separated words."""
+        return len(" ".join(self.said).split())
+
     def hear(self, role: str, text: str) -> None:
         """One message (or item) of the conversation, in order."""
         self.said.append(text)

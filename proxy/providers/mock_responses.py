@@ -1,4 +1,5 @@
-"""The mock's Responses API answers: the `response` object, or its event stream, from one `Answer`.
+"""The mock's Responses API answers: the `response` object, or its event stream, from one `Answer`;
+and the compaction and input token count of a conversation.
 
 ResponseBuilder (proxy/responses/builder.py) does the shapes; this feeds it the answer a
 delta at a time, as a model would, with usage in the Responses shape.
@@ -6,13 +7,50 @@ delta at a time, as a model would, with usage in the Responses shape.
 
 from __future__ import annotations
 
+import base64
+import time
 from typing import Any
 
 import orjson
 
-from ..responses.builder import ResponseBuilder, responses_usage
+from ..responses.builder import ResponseBuilder, new_id, responses_usage
+from ..responses.rows import render_prompt
+from ..responses.state import input_items
 from .mock_answer import Answer
+from .mock_conversation import Conversation
 from .mock_logprobs import tokens
+
+
+def input_token_count(conversation: Conversation) -> dict[str, Any]:
+    """`POST /responses/input_tokens`: the words the mock counts as a response's input tokens."""
+    return {"object": "response.input_tokens", "input_tokens": conversation.words()}
+
+
+def compaction(payload: dict[str, Any], conversation: Conversation) -> dict[str, Any]:
+    """`POST /responses/compact`, shaped as OpenAI answers it: the user's messages kept, then one
+    `compaction` item standing for everything else. The mock has no secret to encrypt with:
+    its `encrypted_content` is the folded items as base64-encoded JSON."""
+    kept, folded = [], []
+    for item in input_items(payload):
+        if item.get("type", "message") == "message" and item.get("role") == "user":
+            kept.append({"id": new_id("msg"), "type": "message", "status": "completed", "role": "user",
+                         "content": _input_parts(item.get("content"))})
+        else:
+            folded.append(item)
+    content = base64.b64encode(orjson.dumps(folded)).decode()
+    summary = render_prompt({"input": folded}) or ""  # what was folded, in words, for the usage
+    return {
+        "id": new_id("cmp"),
+        "object": "response.compaction",
+        "created_at": int(time.time()),
+        "output": [*kept, {"id": new_id("cmp"), "type": "compaction", "encrypted_content": content}],
+        "usage": responses_usage(conversation.words(), len(summary.split())),
+    }
+
+
+def _input_parts(content: Any) -> list[Any]:
+    """A user message's content as a list of parts (a string is one `input_text`)."""
+    return [{"type": "input_text", "text": content}] if isinstance(content, str) else list(content or ())
 
 
 def responses_body(payload: dict[str, Any], said: Answer, top: int | None) -> bytes:

@@ -13,7 +13,8 @@ from typing import Any
 
 import orjson
 
-from ..errors import error_body
+from ..endpoints import RESPONSES_ENDPOINTS
+from ..errors import ProxyError, error_body
 from ..responses.translate import to_chat
 from ..responses.translate_answer import StreamTranslator, to_response
 from ..upstream import UpstreamClient, UpstreamRequest, UpstreamResponse, UpstreamUnreachable
@@ -53,6 +54,13 @@ class TranslatingProvider(Provider):
 
     def build(self, endpoint: str, upstream_model: str, payload: dict[str, Any]) -> UpstreamRequest:
         """Raises ProxyError (400) for a Responses request that Chat Completions cannot express."""
+        if endpoint in RESPONSES_ENDPOINTS and endpoint != "responses":
+            raise ProxyError(
+                400,
+                f"The provider `{self.name}` has no Responses API (responses = false): its chat/completions "
+                f"cannot serve {endpoint}. Send it to a provider that has one.",
+                code="unsupported_endpoint",
+            )
         if endpoint != "responses":
             return self.inner.build(endpoint, upstream_model, payload)
         chat = to_chat(payload, upstream_model, usage_in_stream=self.inner.accepts_stream_options())

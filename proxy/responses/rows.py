@@ -29,10 +29,15 @@ def render_prompt(payload: dict[str, Any]) -> str | None:
 
 
 def render_answer(answer: dict[str, Any]) -> str | None:
-    """The output text, with each function call as `[tool call] name(arguments)`."""
+    """The output text, with each function call as `[tool call] name(arguments)`; for a
+    compaction, the messages it kept as blocks, then `[compaction]`; for a count, the count."""
+    if answer.get("object") == "response.input_tokens":
+        return f"[{answer.get('input_tokens')} input tokens]"
     output = answer.get("output")
     if not isinstance(output, list):
         return None
+    if answer.get("object") == "response.compaction":
+        return "\n\n".join(_item_block(item) for item in output if isinstance(item, dict))
     pieces = [_output_text(item) for item in output if isinstance(item, dict)]
     return "\n".join(piece for piece in pieces if piece)
 
