@@ -287,13 +287,9 @@ class ProxyAPI:
             else:
                 record.notes.append("this provider's api-version does not accept stream_options: no usage asked for")
         outcome = await self._upstream(call, upstream_payload, stream=True)
-        response = outcome.response
-        if outcome.body is None and not response.headers.get("content-type", "").startswith("text/event-stream"):
-            outcome.body = await response.read()  # a server that answered a stream request whole
-            outcome.attempt.finish(response.status_code)
+        await outcome.read_unless_events()
         if outcome.body is not None:
             return self._answer(record, _whole(record, outcome))
-        headers = passthrough_headers(response.headers)
         on_complete = None
         if call.cache != "off":
 
@@ -301,21 +297,22 @@ class ProxyAPI:
                 self.cache.put(
                     call.key,
                     CapturedStream(
-                        events, headers, relay.assembled(), relay.text, relay.usage,
-                        record.provider or "", record.upstream_model or "",
+                        events, passthrough_headers(outcome.response.headers), relay.assembled(), relay.text,
+                        relay.usage, record.provider or "", record.upstream_model or "",
                     ),
                 )
 
-        return RelayedStream(
-            record,
-            response,
-            outcome.attempt,
-            ResponsesRelay() if endpoint == "responses" else StreamRelay(endpoint, strip_usage),
-            {**self.study_headers(record), **headers},
-            self.submit,
-            idle_timeout=self.settings.timeouts.stream_idle,
-            on_complete=on_complete,
-        )
+        relay = ResponsesRelay() if endpoint == "responses" else StreamRelay(endpoint, strip_usage)
+        return self.relayed_stream(record, outcome, relay, on_complete)
+
+    def relayed_stream(
+        self, record: CallRecord, outcome: Outcome, relay: StreamRelay | ResponsesRelay,
+        on_complete: Callable[[bytes, StreamRelay | ResponsesRelay], None] | None = None,
+    ) -> RelayedStream:
+        """An upstream event stream passed on as it comes; its row is made when it ends."""
+        headers = {**self.study_headers(record), **passthrough_headers(outcome.response.headers)}
+        return RelayedStream(record, outcome.response, outcome.attempt, relay, headers, self.submit,
+                             idle_timeout=self.settings.timeouts.stream_idle, on_complete=on_complete)
 
     def _answer(self, record: CallRecord, answer: WholeAnswer) -> Response:
         record.provider, record.upstream_model = answer.provider, answer.upstream_model

@@ -43,6 +43,13 @@ class Outcome:
     def retryable(self) -> bool:
         return self.response.status_code in RETRYABLE_STATUS
 
+    async def read_unless_events(self) -> None:
+        """Read the answer of a server that answered a stream request whole, to pass it on as such."""
+        response = self.response
+        if self.body is None and not response.headers.get("content-type", "").startswith("text/event-stream"):
+            self.body = await response.read()
+            self.attempt.finish(response.status_code)
+
 
 def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
     """Upstream's hint: `retry-after-ms`, else `Retry-After` in seconds or as an HTTP date."""

@@ -89,7 +89,10 @@ class Router:
             if path.endswith(("/responses/compact", "/responses/input_tokens")):
                 return JSONResponse(conversation_answer(path.rsplit("/", 1)[1], body))
             if "/responses/" in path:
-                status, answer = self.stored.follow_up(request.method, path.split("/responses/", 1)[1])
+                rest = path.split("/responses/", 1)[1]
+                if request.method == "GET" and recorded.query_params.get("stream") == "true" and rest in self.stored.responses:
+                    return self._streamed_again(recorded, self.stored.responses[rest])
+                status, answer = self.stored.follow_up(request.method, rest)
                 return JSONResponse(answer, status_code=status)
             if request.method == "GET" and path.endswith("/models"):
                 return await self._models(request, path)
@@ -174,6 +177,13 @@ class Router:
             if failed is not None:
                 return failed
         return forwarded_answer(recorded, headers)
+
+    def _streamed_again(self, recorded: RecordedRequest, final: dict[str, Any]) -> Response:
+        """`GET …/responses/{id}?stream=true[&starting_after=N]`: the events after N, as OpenAI resumes a stream."""
+        after = int(recorded.query_params.get("starting_after", "-1"))
+        events = response_stream_events(final, stream_words)[after + 1 :]
+        delay = SLOW_DELAY if final["model"].rsplit("/", 1)[-1].startswith("slow-stream") else 0.0
+        return StreamingResponse(stream(recorded, events, delay, False, False, self.stopping), media_type="text/event-stream")
 
     def _responses(
         self, recorded: RecordedRequest, body: dict[str, Any], model: str, kind: str, headers: dict[str, str]

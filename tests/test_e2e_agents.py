@@ -174,6 +174,25 @@ def test_a_background_response_on_the_mock_is_polled_and_cancelled_as_at_openai(
         client.responses.cancel(foreground.id)
 
 
+def test_a_mock_response_streamed_again_is_its_first_stream_from_the_log(proxy):
+    """The mock keeps nothing: `retrieve(stream=True)` rebuilds the events from the log, the same
+    sequence the mock first sent, so a client resuming after event N gets exactly the rest."""
+    client = OpenAI(base_url=proxy.v1, api_key="sk-again", max_retries=0)
+    first = list(client.responses.create(model="mock/echo", input="Resume me later", background=True, stream=True))
+    response_id = first[-1].response.id
+    again = client.responses.retrieve(response_id, stream=True)
+    replayed = list(again)
+    assert [e.model_dump(exclude={"response"}) for e in replayed] == [e.model_dump(exclude={"response"}) for e in first]
+    assert replayed[-1].response.output_text == "Mock answer to: Resume me later"
+    resumed = list(client.responses.retrieve(response_id, stream=True, starting_after=4))
+    assert [e.sequence_number for e in resumed] == [e.sequence_number for e in first[5:]]
+    row = proxy.log.wait_row(again.response.headers["x-study-request-id"])
+    assert (row["endpoint"], row["stream"], row["response"]) == ("responses/retrieve", 1, "Mock answer to: Resume me later")
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.retrieve(response_id, stream=True, extra_query={"starting_after": "soon"})
+    assert refused.value.param == "starting_after"
+
+
 def test_parse_and_a_tool_round_trip_with_the_sdk_on_the_mock(proxy):
     client = OpenAI(base_url=proxy.v1, api_key="sk-sdk", max_retries=0)
     parsed = client.responses.parse(model="mock/echo", input="Weather in Lima?", text_format=Weather)

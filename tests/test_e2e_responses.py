@@ -153,6 +153,25 @@ def test_stream_events_arrive_as_they_are_sent(proxy, upstream):
     assert first_delta is not None and first_delta < total / 2
 
 
+def test_a_response_streamed_again_is_relayed_as_it_comes_from_where_the_client_left(proxy, client, upstream):
+    """`retrieve(id, stream=True, starting_after=N)`: how a client resumes a background stream."""
+    created = client.responses.create(model="openai/slow-stream-again", input="x", background=True)
+    started, arrivals = time.monotonic(), []
+    events = client.responses.retrieve(created.id, stream=True, starting_after=1)
+    for event in events:
+        arrivals.append((event.sequence_number, event.type, time.monotonic() - started))
+    assert [number for number, _, _ in arrivals] == list(range(2, 2 + len(arrivals)))
+    assert arrivals[-1][1] == "response.completed"
+    first_delta = next(at for _, kind, at in arrivals if kind == "response.output_text.delta")
+    assert first_delta < arrivals[-1][2] / 2  # passed on as it came, not read whole first
+    sent = upstream.calls()[-1]
+    assert sent.path == f"/v1/responses/{created.id}" and sent.query_params["starting_after"] == "1"
+    assert sent.headers["accept"] == "text/event-stream"
+    row = proxy.log.wait_row(events.response.headers["x-study-request-id"])
+    assert (row["endpoint"], row["stream"], row["status_code"]) == ("responses/retrieve", 1, 200)
+    assert row["response"] == created.output_text and loads(row["metadata"])["response_id"] == created.id
+
+
 def test_a_stream_cut_after_the_first_byte_ends_with_an_error_event_the_sdk_raises(proxy, client, upstream):
     raw = client.responses.with_raw_response.create(model="openai/cut-stream-r", input="go", stream=True)
     with pytest.raises(openai.APIError, match="upstream stream broke"):

@@ -18,6 +18,7 @@ from openai.types.responses import Response, ResponseStreamEvent
 from proxy.config_sections import ProviderConfig
 from proxy.providers.mock import MockProvider
 from proxy.providers.mock_embeddings import vector
+from proxy.responses.replay import replayed_events
 
 MOCK = MockProvider(ProviderConfig("mock", "mock", "mock://"))
 STREAM_EVENT = pydantic.TypeAdapter(ResponseStreamEvent)
@@ -546,6 +547,15 @@ def test_responses_streamed_tool_call():
     assert done.arguments == pieces
     jsonschema.validate(orjson.loads(pieces), WEATHER)
     assert events[-1].response.output[0].type == "function_call"
+
+
+@pytest.mark.parametrize("tools", [None, RESPONSES_TOOLS])
+def test_a_replay_from_the_final_response_is_the_stream_the_mock_sent(tools):
+    """proxy/responses/replay.py rebuilds a stored response's events; for the mock's answers,
+    text and tool calls alike, they are the events it streamed, number for number."""
+    sent = responses_events(input="Weather in a rather long city name?", **({"tools": tools} if tools else {}))
+    replayed = [STREAM_EVENT.validate_python(event) for event in replayed_events(sent[-1].response.model_dump())]
+    assert [e.model_dump(exclude={"response"}) for e in replayed] == [e.model_dump(exclude={"response"}) for e in sent]
 
 
 def test_responses_function_call_output_ends_the_round_trip():

@@ -30,12 +30,10 @@ from typing import Any
 
 import orjson
 
-from ..responses.builder import new_id
+from ..responses.builder import argument_pieces, new_id, word_pieces
 from .mock_conversation import Conversation, MockRequestError
 from .mock_schema import SchemaError, instance
 
-#: Tool-call arguments stream in pieces of this many characters, as models send them.
-ARGUMENT_PIECE = 16
 #: How many `{` of a prompt are tried as the start of a JSON Schema in JSON-object mode.
 SCHEMA_SEARCH_LIMIT = 64
 #: A token, as the mock counts them: a run of non-space characters.
@@ -81,11 +79,7 @@ class Answer:
 
     def pieces(self) -> list[str]:
         """How the answer streams: text word by word, arguments in short pieces."""
-        if self.call is not None:
-            args = self.call.arguments
-            return [args[i : i + ARGUMENT_PIECE] for i in range(0, len(args), ARGUMENT_PIECE)]
-        words = (self.text or "").split(" ")
-        return [words[0], *(f" {word}" for word in words[1:])]
+        return argument_pieces(self.call.arguments) if self.call is not None else word_pieces(self.text or "")
 
 
 def answer(conversation: Conversation) -> Answer:

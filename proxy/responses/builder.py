@@ -51,6 +51,21 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{random.getrandbits(128):032x}"
 
 
+#: Tool-call arguments stream in pieces of this many characters, as models send them.
+ARGUMENT_PIECE = 16
+
+
+def word_pieces(text: str) -> list[str]:
+    """Text as it streams: a word at a time, each after the first with its leading space."""
+    words = text.split(" ")
+    return [words[0], *(f" {word}" for word in words[1:])]
+
+
+def argument_pieces(arguments: str) -> list[str]:
+    """Tool-call arguments as they stream: short pieces."""
+    return [arguments[i : i + ARGUMENT_PIECE] for i in range(0, len(arguments), ARGUMENT_PIECE)]
+
+
 def sse_event(event: dict[str, Any]) -> bytes:
     """One server-sent event as the Responses API frames it: `event:` then `data:`."""
     return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"

@@ -25,6 +25,10 @@ from ..request_headers import (
     RequestOptions, authenticate, parse_options, plain_headers, read_study_headers, study_metadata,
 )
 from ..routing import Route as UpstreamRoute
+from ..sse_response import STREAM_HEADERS
+from .builder import sse_event
+from .relay import ResponsesRelay
+from .replay import replayed_events
 from .state import KnownResponse, input_items, not_found
 
 if TYPE_CHECKING:
@@ -117,10 +121,17 @@ class ResponseTurns:
         path = f"responses/{quote(response_id, safe='')}{tail}"
         query = request.url.query
         route = UpstreamRoute(record.provider or "", record.upstream_model or "")
+        streamed = action == "retrieve" and _streamed(request)
+        accept = {"accept": "text/event-stream" if streamed else "application/json"}
         outcome = await self.api.caller.call(
-            record, [route], path, {}, max_attempts=options.max_attempts, stream=False,
-            build=lambda provider, _: provider.forward(method, path, query, {"accept": "application/json"}, b""),
+            record, [route], path, {}, max_attempts=options.max_attempts, stream=streamed,
+            build=lambda provider, _: provider.forward(method, path, query, accept, b""),
         )
+        if streamed:
+            await outcome.read_unless_events()
+            if outcome.body is None:  # the events, passed on as they come (a background response still running)
+                record.stream = True
+                return self.api.relayed_stream(record, outcome, ResponsesRelay())
         status = outcome.response.status_code
         if action == "delete" and status == 200:
             self.api.responses.forget(response_id)
@@ -132,9 +143,8 @@ class ResponseTurns:
 
     def _answer_from_log(self, request: Request, record: CallRecord, action: str, known: KnownResponse) -> Response:
         if action == "retrieve":
-            if request.query_params.get("stream") in ("true", "1"):
-                raise ProxyError(400, "Streaming a stored response again is not supported by this provider.",
-                                 param="stream", code="unsupported_parameter")
+            if _streamed(request):
+                return self._replayed(record, known.response, request.query_params.get("starting_after"))
             return self._json(record, known.response)
         if action == "delete":
             self.api.responses.forget(known.id)
@@ -146,6 +156,22 @@ class ResponseTurns:
             raise ProxyError(400, "Only responses created with background=true can be cancelled.", code="invalid_request")
         return self._json(record, _input_item_list(known, request.query_params))
 
+    def _replayed(self, record: CallRecord, response: dict[str, Any], starting_after: str | None) -> Response:
+        """The stored response as its event stream, the events after `starting_after` (replay.py)."""
+        after = -1
+        if starting_after is not None:
+            if not (starting_after.isascii() and starting_after.isdigit()):
+                raise ProxyError(400, f"Invalid value for 'starting_after': {starting_after!r}. It must be a "
+                                 "sequence number, a whole number from 0.", param="starting_after", code="invalid_value")
+            after = int(starting_after)
+        events = b"".join(sse_event(event) for event in replayed_events(response) if event["sequence_number"] > after)
+        record.stream = True
+        record.response_body = orjson.dumps(response)  # the row keeps the response, as a relayed stream's does
+        record.finish(200)
+        self.api.submit(record)
+        headers = {**self.api.study_headers(record), **STREAM_HEADERS, "content-type": "text/event-stream"}
+        return Response(events, 200, headers=headers)
+
     def _json(self, record: CallRecord, body: dict[str, Any]) -> Response:
         return self._send(record, 200, orjson.dumps(body), {"content-type": "application/json"})
 
@@ -154,6 +180,11 @@ class ResponseTurns:
         record.finish(status)
         self.api.submit(record)
         return Response(body, status, headers={**self.api.study_headers(record), **headers})
+
+
+def _streamed(request: Request) -> bool:
+    """`GET …/responses/{id}?stream=true`: the response as its event stream."""
+    return request.query_params.get("stream") in ("true", "1")
 
 
 def _note_deleted(record: CallRecord) -> None:
