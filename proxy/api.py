@@ -152,7 +152,7 @@ class ProxyAPI:
         """Any other `/v1/…` call, passed on to the routed provider with a row (proxy/forward.py);
         one of the proxy's own paths that no route took is a recorded 405 or 404."""
         path = request.path_params["path"]
-        record = CallRecord(endpoint_name(path))
+        record = CallRecord(endpoint_name(path, request.method))
         refused = own_path_error(path, request.method, request.url.path)
 
         async def work(headers: dict[str, str], options: RequestOptions) -> Response | RelayedBody:

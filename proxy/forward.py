@@ -36,6 +36,9 @@ FORWARDED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 FORWARDED_HEADERS = ("content-type", "accept", "openai-beta")
 #: The paths the proxy answers itself, with the method each takes.
 OWN_PATHS = {**dict.fromkeys(ENDPOINTS, "POST"), "models": "GET"}
+#: Own paths that OpenAI also serves with another method, which is forwarded like any call:
+#: `GET /v1/chat/completions` lists the chat completions stored with `store: true`.
+FORWARDED_OWN = {("GET", "chat/completions")}
 #: Under these the proxy answers itself too (`models/{id}`, `responses/{id}…`), with these methods.
 OWN_PREFIXES = {"models/": ("GET",), "responses/": ("GET", "POST", "DELETE")}
 
@@ -50,8 +53,12 @@ ENDPOINT_CAP = 64
 SIMPLE_TEXT_TYPES = ("text/plain", "application/x-www-form-urlencoded")
 
 
-def endpoint_name(path: str) -> str:
-    """The row's `endpoint`: the path after `/v1/` with ids collapsed (`files/file-abc1` → `files/{id}`)."""
+def endpoint_name(path: str, method: str) -> str:
+    """The row's `endpoint`: the path after `/v1/` with ids collapsed (`files/file-abc1` → `files/{id}`);
+    `chat/completions/list` for the list of stored chat completions, whose rows must not pass
+    for chat calls."""
+    if (method, path) in FORWARDED_OWN:
+        return f"{path}/list"
     segments = path.split("/")
     if all(_safe(s) for s in segments):
         path = "/".join(s if NAME_SEGMENT.fullmatch(s) else "{id}" for s in segments)
@@ -62,6 +69,8 @@ def own_path_error(path: str, method: str, asked: str) -> ProxyError | None:
     """The error for a path the proxy serves itself that none of its routes took (`asked`: the
     whole path, for the message): a 405 for another method, a 404 for no such endpoint of it."""
     allowed = OWN_PATHS.get(path)
+    if (method, path) in FORWARDED_OWN:
+        return None
     if allowed is not None:
         return ProxyError(405, f"Use {allowed} for {asked}, not {method}.", code="method_not_allowed")
     methods = next((m for prefix, m in OWN_PREFIXES.items() if path.startswith(prefix)), None)

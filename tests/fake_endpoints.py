@@ -56,6 +56,11 @@ def forwarded_answer(recorded: RecordedRequest, headers: dict[str, str]) -> Resp
     if path.endswith("/images/generations"):
         image = {"url": "https://images.invalid/fake.png", "revised_prompt": body.get("prompt")}
         return JSONResponse({"created": 1_700_000_000, "data": [image]}, headers=headers)
+    if recorded.method == "GET" and path.endswith("/chat/completions"):  # those stored with `store: true`
+        stored = {"id": "chatcmpl-stored1", "object": "chat.completion", "created": 1_700_000_000, "model": "gpt-4o",
+                  "choices": [{"index": 0, "message": {"role": "assistant", "content": "kept"}, "finish_reason": "stop"}]}
+        return JSONResponse({"object": "list", "data": [stored], "first_id": stored["id"], "last_id": stored["id"],
+                             "has_more": False}, headers=headers)
     if recorded.method == "GET" and path.endswith("/files"):
         files = [{"id": "file-abc123", "object": "file", "bytes": 120, "created_at": 1_700_000_000,
                   "filename": "batch.jsonl", "purpose": "batch", "status": "processed"}]

@@ -96,8 +96,8 @@ class Router:
                 return JSONResponse(answer, status_code=status)
             if request.method == "GET" and path.endswith("/models"):
                 return await self._models(request, path)
-            if endpoint is None:
-                return await self._forwarded(request, recorded)
+            if endpoint is None or (endpoint == "chat/completions" and request.method == "GET"):
+                return await self._forwarded(request, recorded)  # GET chat/completions: the stored ones
         if request.method != "POST":
             return error(405, "fake upstream: use POST", "invalid_request_error")
         if not isinstance(model, str) or not model:

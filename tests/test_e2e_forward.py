@@ -132,6 +132,17 @@ def test_files_without_a_model_go_to_the_default_provider_with_their_query(proxy
     assert attempts_of(proxy, row) == [("openai", "/v1/files", 200)]
 
 
+def test_stored_chat_completions_are_listed_by_the_default_provider(proxy, client, upstream):
+    """`GET /v1/chat/completions` (the SDK's `chat.completions.list()`) is OpenAI's, not a wrong method."""
+    page = client.chat.completions.with_raw_response.list(limit=5)
+    assert [c.id for c in page.parse()] == ["chatcmpl-stored1"]
+    sent = upstream.only()
+    assert (sent.method, sent.path, sent.query) == ("GET", "/v1/chat/completions", "limit=5")
+    assert_operator_auth(sent)
+    row = row_of(proxy, page)
+    assert (row["endpoint"], row["provider"], row["status_code"], row["prompt"]) == ("chat/completions/list", "openai", 200, None)
+
+
 def test_ids_in_the_path_are_collapsed_in_the_endpoint(proxy, client, upstream):
     raws = [
         client.files.with_raw_response.retrieve("file-abc123"),
@@ -169,7 +180,7 @@ def test_azure_v1_inbound_paths_are_forwarded_the_same(proxy, upstream):
     assert (sent.path, sent.json["model"]) == ("/v1/moderations", "omni-moderation-latest")
     assert_operator_auth(sent)
     assert row_of(proxy, raw)["endpoint"] == "moderations"
-    response = httpx.get(proxy.url + "/openai/v1/chat/completions", headers={"api-key": ALICE_KEY}, timeout=10)
+    response = httpx.delete(proxy.url + "/openai/v1/chat/completions", headers={"api-key": ALICE_KEY}, timeout=10)
     assert response.status_code == 405
     assert "/openai/v1/chat/completions" in assert_error_shape(response.json())["message"]
 

@@ -29,7 +29,7 @@ def form(fields: dict, files: dict | None = None) -> tuple[bytes, str]:
     ("../admin", "../admin"),  # refused later; the row shows what was asked
 ])
 def test_endpoint_names_collapse_ids(path, name):
-    assert endpoint_name(path) == name
+    assert endpoint_name(path, "POST") == name
 
 
 @pytest.mark.parametrize("path", ["", "..", "files/..", "./files", "files//x", "/files", "files/", "a\\b",
@@ -46,8 +46,10 @@ def test_plain_paths_pass(path):
 
 
 def test_own_paths_no_route_took_are_405_or_404_and_others_are_forwarded():
-    error = own_path_error("chat/completions", "GET", "/v1/chat/completions")
-    assert (error.status_code, error.message) == (405, "Use POST for /v1/chat/completions, not GET.")
+    error = own_path_error("chat/completions", "DELETE", "/v1/chat/completions")
+    assert (error.status_code, error.message) == (405, "Use POST for /v1/chat/completions, not DELETE.")
+    assert own_path_error("chat/completions", "GET", "/v1/chat/completions") is None  # stored completions' list
+    assert endpoint_name("chat/completions", "GET") == "chat/completions/list"
     assert own_path_error("models/openai/x", "DELETE", "/v1/models/openai/x").status_code == 405
     assert own_path_error("responses/resp_1/cancel", "PUT", "/v1/responses/resp_1/cancel").status_code == 405
     error = own_path_error("responses/resp_1/nothing", "GET", "/openai/v1/responses/resp_1/nothing")
@@ -127,4 +129,4 @@ def test_forwarded_urls_stay_under_each_base_url():
 
 
 def test_endpoint_names_fit_the_column():
-    assert len(endpoint_name("a/" * 100)) == 64
+    assert len(endpoint_name("a/" * 100, "GET")) == 64
