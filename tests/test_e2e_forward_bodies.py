@@ -154,7 +154,7 @@ def test_literal_dot_segments_are_400(proxy, upstream, path):
 
 
 @pytest.mark.parametrize("method, path", [
-    ("GET", "/chat/completions"), ("PUT", "/embeddings"), ("POST", "/models"),
+    ("DELETE", "/chat/completions"), ("PUT", "/embeddings"), ("POST", "/models"),
     ("DELETE", "/models/openai/gpt-4o-mini"), ("GET", "/responses"), ("PUT", "/responses/resp_1"),
 ])
 def test_the_proxys_own_paths_keep_their_405(proxy, http, upstream, method, path):
