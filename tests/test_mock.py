@@ -260,7 +260,10 @@ REFUSED_PARAMETERS = [
     ("chat/completions", "max_tokens", 0), ("chat/completions", "max_completion_tokens", 1.5),
     ("chat/completions", "presence_penalty", 3), ("chat/completions", "seed", "s"), ("completions", "max_tokens", -1),
     ("responses", "max_output_tokens", "many"), ("responses", "max_output_tokens", 15), ("responses", "temperature", False),
-    ("responses", "top_logprobs", 21),
+    ("responses", "top_logprobs", 21), ("responses", "max_tool_calls", 0), ("responses", "include", "reasoning"),
+    ("responses", "reasoning", "low"), ("responses", "store", "yes"), ("responses", "background", 1),
+    ("responses", "truncation", "sideways"), ("responses", "parallel_tool_calls", "no"),
+    ("chat/completions", "store", "true"), ("chat/completions", "reasoning_effort", 3), ("chat/completions", "user", 7),
 ]
 
 
@@ -275,6 +278,11 @@ def test_sampling_parameters_openai_would_refuse_are_a_400_naming_them(endpoint,
 def test_sampling_parameters_within_bounds_or_null_are_taken():
     assert chat(messages=user("x"), temperature=2, top_p=0, max_tokens=1, seed=-5, presence_penalty=None).choices
     assert responses(input="x", max_output_tokens=16, temperature=0.0, top_p=1).output_text == "Mock answer to: x"
+    taken = responses(input="x", include=["reasoning.encrypted_content"], reasoning={"effort": "low"}, store=False,
+                      truncation="auto", service_tier="flex", max_tool_calls=3)
+    assert taken.output_text == "Mock answer to: x"
+    status, body = send("responses", {"input": "x", "include": ["reasoning.encrypted_content", 5]})
+    assert status == 400 and orjson.loads(body)["error"]["param"] == "include[1]"
 
 
 def test_an_answer_longer_than_max_tokens_stops_there_with_finish_reason_length():

@@ -23,12 +23,42 @@ CHAT: dict[str, Bounds] = {
 PARAMETERS: dict[str, dict[str, Bounds]] = {
     "chat/completions": CHAT,
     "completions": {**CHAT, "max_tokens": (True, 0, None)},
-    "responses": {**SAMPLING, "max_output_tokens": (True, 16, None), "top_logprobs": (True, 0, 20)},
+    "responses": {**SAMPLING, "max_output_tokens": (True, 16, None), "top_logprobs": (True, 0, 20),
+                  "max_tool_calls": (True, 1, None)},
 }
+#: Fields whose JSON type OpenAI checks and the mock only takes as said: name → (type, its name).
+#: Their values are not enumerated here (a newer model may take a newer value), except
+#: `truncation`'s, which OpenAI has kept to two.
+RESPONSES_KINDS: dict[str, tuple[type, str]] = {
+    "include": (list, "an array"), "reasoning": (dict, "an object"), "store": (bool, "a boolean"),
+    "background": (bool, "a boolean"), "parallel_tool_calls": (bool, "a boolean"), "truncation": (str, "a string"),
+    "service_tier": (str, "a string"), "user": (str, "a string"),
+}
+KINDS: dict[str, dict[str, tuple[type, str]]] = {
+    "responses": RESPONSES_KINDS,
+    "chat/completions": {
+        "store": (bool, "a boolean"), "parallel_tool_calls": (bool, "a boolean"), "service_tier": (str, "a string"),
+        "reasoning_effort": (str, "a string"), "user": (str, "a string"), "modalities": (list, "an array"),
+    },
+}
+TRUNCATIONS = ("auto", "disabled")
 
 
 def check_parameters(endpoint: str, payload: dict[str, Any]) -> None:
     """Raise `MockRequestError` for the first parameter OpenAI would refuse (null means unset)."""
+    for name, (kind, kind_name) in KINDS.get(endpoint, {}).items():
+        value = payload.get(name)
+        if value is not None and not isinstance(value, kind):
+            raise MockRequestError(f"Invalid type for '{name}': expected {kind_name}, but got "
+                                   f"{type(value).__name__} instead.", name)
+    for i, value in enumerate(payload.get("include") or () if endpoint == "responses" else ()):
+        if not isinstance(value, str):
+            raise MockRequestError(f"Invalid type for 'include[{i}]': expected a string, but got "
+                                   f"{type(value).__name__} instead.", f"include[{i}]")
+    truncation = payload.get("truncation") if endpoint == "responses" else None
+    if truncation is not None and truncation not in TRUNCATIONS:
+        raise MockRequestError(f"Invalid value for 'truncation': {truncation!r}. Supported values are: 'auto' and "
+                               "'disabled'.", "truncation")
     for name, (integer, least, most) in PARAMETERS.get(endpoint, {}).items():
         value = payload.get(name)
         if value is None:
