@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from .errors import error_body
+from .event_buffer import EventBuffer, events_of
 from .render import with_tool_calls
 
 DONE = b"[DONE]"
@@ -22,7 +23,7 @@ class StreamRelay:
     def __init__(self, endpoint: str, strip_usage: bool) -> None:
         self.endpoint = endpoint
         self.strip_usage = strip_usage
-        self._buffer = b""
+        self._events = EventBuffer()
         self._texts: dict[int, list[str]] = {}
         self._tools: dict[int, dict[int, dict[str, Any]]] = {}  # choice → call index → tool call
         self._finish: dict[int, str | None] = {}
@@ -35,12 +36,8 @@ class StreamRelay:
 
     def feed(self, chunk: bytes) -> bytes:
         """Bytes to forward now (complete events), keeping any partial event for later."""
-        self._buffer += chunk
-        if b"\r\n" in self._buffer:
-            self._buffer = self._buffer.replace(b"\r\n", b"\n")
         out = []
-        while (end := self._buffer.find(b"\n\n")) >= 0:
-            event, self._buffer = self._buffer[: end + 2], self._buffer[end + 2 :]
+        for event in events_of(self._events.push(chunk)):
             forwarded = self._event(event)
             if forwarded:
                 out.append(forwarded)
@@ -48,7 +45,7 @@ class StreamRelay:
 
     def flush(self) -> bytes:
         """Whatever partial event is left when upstream closes (forwarded as it is)."""
-        rest, self._buffer = self._buffer, b""
+        rest = self._events.rest()
         return self._event(rest + b"\n\n") if rest.strip() else b""
 
     @property

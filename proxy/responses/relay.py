@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from ..event_buffer import EventBuffer
 from .builder import error_event, sse_event
 from .rows import render_answer
 
@@ -27,7 +28,7 @@ TOKEN_MARKS = tuple(kind.encode() for kind in TOKEN_TYPES)
 
 class ResponsesRelay:
     def __init__(self) -> None:
-        self._buffer = b""
+        self._events = EventBuffer()
         self._texts: list[str] = []
         self._forwarded: list[bytes] = []  # sent on, not read yet
         self._last_sequence = -1
@@ -60,13 +61,9 @@ class ResponsesRelay:
     def feed(self, chunk: bytes) -> bytes:
         """Bytes to forward now (whole events), keeping a partial event for later."""
         self._read_forwarded()
-        self._buffer += chunk
-        if b"\r\n" in self._buffer:
-            self._buffer = self._buffer.replace(b"\r\n", b"\n")
-        end = self._buffer.rfind(b"\n\n")
-        if end < 0:
+        ready = self._events.push(chunk)
+        if not ready:
             return b""
-        ready, self._buffer = self._buffer[: end + 2], self._buffer[end + 2 :]
         if self.first_token_at is None and any(mark in ready for mark in TOKEN_MARKS):
             self.first_token_at = time.perf_counter()
         self._forwarded.append(ready)
@@ -74,7 +71,7 @@ class ResponsesRelay:
 
     def flush(self) -> bytes:
         """A partial event left when upstream closed, forwarded as it is."""
-        rest, self._buffer = self._buffer, b""
+        rest = self._events.rest()
         if not rest.strip():
             return b""
         self._forwarded.append(rest)

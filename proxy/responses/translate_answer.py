@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from ..event_buffer import EventBuffer, events_of
 from .builder import ResponseBuilder, responses_usage, wants_logprobs
 
 #: Chat finish reasons that end a response as `incomplete`, and the reason it gives.
@@ -80,18 +81,16 @@ class StreamTranslator:
         self.builder = ResponseBuilder(request, model, events=True)
         self.request = request
         self.ended = False
-        self._buffer = b""
+        self._events = EventBuffer()
         self._started = False
         self._finish_reason: str | None = None
         self._usage: dict[str, Any] | None = None
 
     def feed(self, data: bytes) -> list[bytes]:
-        self._buffer += data
-        if b"\r\n" in self._buffer:
-            self._buffer = self._buffer.replace(b"\r\n", b"\n")
         out: list[bytes] = []
-        while not self.ended and (end := self._buffer.find(b"\n\n")) >= 0:
-            event, self._buffer = self._buffer[:end], self._buffer[end + 2:]
+        for event in events_of(self._events.push(data)):
+            if self.ended:  # what comes after the end is not passed on
+                break
             out += self._event(event)
         return out
 
@@ -99,9 +98,9 @@ class StreamTranslator:
         """Upstream's stream is over: the final event, or an error when the answer had not ended."""
         if self.ended:
             return []
-        if self._buffer.strip():
-            out = self._event(self._buffer)
-            self._buffer = b""
+        rest = self._events.rest()
+        if rest.strip():
+            out = self._event(rest)
             if self.ended:
                 return out
         else:
