@@ -15,7 +15,6 @@ import shutil
 import subprocess
 from typing import Any
 
-import httpx
 import pytest
 
 from conftest import REPO_ROOT, fake_key, loads, minimal_env, provider_env
@@ -102,16 +101,8 @@ def test_embeddings_in_openai_nodes_default_base64(node, proxy, upstream):
     assert row["response"] == "[2 embedding(s) of 16 dimensions]"
 
 
-@pytest.fixture(scope="module")
-def responses_endpoint(proxy) -> None:
-    """Skip while the proxy has no POST /v1/responses; the tests run as soon as it answers."""
-    probe = httpx.post(proxy.v1 + "/responses", json={"model": "mock/echo", "input": "probe"}, timeout=10)
-    if probe.status_code == 404:
-        pytest.skip("POST /v1/responses lands with the Responses work")
-
-
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
-def test_responses(node, proxy, responses_endpoint, stream):
+def test_responses(node, proxy, stream):
     result = run(node, proxy, "responses", {"model": "mock/echo", "input": "Hello Responses", "stream": stream})
     assert result["text"] == "Mock answer to: Hello Responses"
     if stream:
@@ -119,3 +110,13 @@ def test_responses(node, proxy, responses_endpoint, stream):
     row = proxy.log.wait_row(result["requestId"])
     assert (row["endpoint"], row["status_code"], row["stream"]) == ("responses", 200, int(stream))
     assert row["response"] == result["text"]
+
+
+def test_responses_compact_and_input_tokens(node, proxy):
+    items = [{"role": "user", "content": "Keep me"}, {"role": "assistant", "content": "Fold me away"}]
+    result = run(node, proxy, "compact", {"model": "mock/echo", "input": items})
+    assert result["types"] == ["message", "compaction"]
+    assert result["inputTokens"] == 2  # the kept user message; the compaction item is read as said
+    rows = [proxy.log.wait_row(result[key]) for key in ("compactId", "countId")]
+    assert [(r["endpoint"], r["status_code"]) for r in rows] == [("responses/compact", 200), ("responses/input_tokens", 200)]
+    assert rows[0]["prompt"] == "user: Keep me\n\nassistant: Fold me away"
