@@ -11,7 +11,6 @@ from ..config_sections import ProviderConfig
 from ..upstream import UpstreamClient, UpstreamRequest, UpstreamResponse
 
 
-
 class Provider:
     """An OpenAI-compatible upstream: `{base_url}/{endpoint}` with a Bearer key."""
 

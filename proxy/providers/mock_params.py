@@ -29,13 +29,12 @@ PARAMETERS: dict[str, dict[str, Bounds]] = {
 #: Fields whose JSON type OpenAI checks and the mock only takes as said: name → (type, its name).
 #: Their values are not enumerated here (a newer model may take a newer value), except
 #: `truncation`'s, which OpenAI has kept to two.
-RESPONSES_KINDS: dict[str, tuple[type, str]] = {
-    "include": (list, "an array"), "reasoning": (dict, "an object"), "store": (bool, "a boolean"),
-    "background": (bool, "a boolean"), "parallel_tool_calls": (bool, "a boolean"), "truncation": (str, "a string"),
-    "service_tier": (str, "a string"), "user": (str, "a string"),
-}
 KINDS: dict[str, dict[str, tuple[type, str]]] = {
-    "responses": RESPONSES_KINDS,
+    "responses": {
+        "include": (list, "an array"), "reasoning": (dict, "an object"), "store": (bool, "a boolean"),
+        "background": (bool, "a boolean"), "parallel_tool_calls": (bool, "a boolean"), "truncation": (str, "a string"),
+        "service_tier": (str, "a string"), "user": (str, "a string"),
+    },
     "chat/completions": {
         "store": (bool, "a boolean"), "parallel_tool_calls": (bool, "a boolean"), "service_tier": (str, "a string"),
         "reasoning_effort": (str, "a string"), "user": (str, "a string"), "modalities": (list, "an array"),
