@@ -27,7 +27,7 @@ def replayed_events(response: dict[str, Any]) -> list[dict[str, Any]]:
 
     snapshot = {**response, "status": "in_progress", "output": [], "usage": None, "incomplete_details": None}
     events = [event("response.created", response=snapshot), event("response.in_progress", response=snapshot)]
-    for index, item in enumerate(response.get("output") or ()):
+    for index, item in enumerate(_list(response.get("output"))):
         if not isinstance(item, dict):
             continue
         kind = item.get("type")
@@ -52,7 +52,7 @@ def replayed_events(response: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _message_events(event: Any, item: dict[str, Any], index: int) -> list[dict[str, Any]]:
     events = []
-    for part_index, part in enumerate(item.get("content") or ()):
+    for part_index, part in enumerate(_list(item.get("content"))):
         if not isinstance(part, dict):
             continue
         at = {"item_id": item.get("id"), "output_index": index, "content_index": part_index}
@@ -64,3 +64,7 @@ def _message_events(event: Any, item: dict[str, Any], index: int) -> list[dict[s
             events.append(event("response.output_text.done", **at, text=text, logprobs=part.get("logprobs") or []))
         events.append(event("response.content_part.done", **at, part=part))
     return events
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
