@@ -140,7 +140,7 @@ def test_a_killed_worker_is_replaced_and_every_answered_call_keeps_its_row(proxy
         assert proxy.process.wait(DRAIN_TIMEOUT) == 0, proxy.output()[-3000:]
 
     answered, streams = load_then_kill(proxy, kill_a_worker_then_stop)
-    assert len(answered) >= 300 and streams >= 20, (len(answered), streams)
+    assert len(answered) >= 300 and sum(streams) >= 20 and min(streams) >= 5, (len(answered), streams)
     assert f"worker {before[0]} was killed by SIGKILL" in proxy.output()
     stop_cleanly(proxy)
     logged = {row["request_id"] for row in proxy.log.query("SELECT request_id FROM inference_runs")}
