@@ -23,10 +23,12 @@ from .providers import build_providers
 from .recorder import Recorder
 from .store import Store
 from .upstream import UpstreamClient
+from .websocket_refusal import refuse_websocket
 
 
 #: The paths of calls that get a row: refused with 503 while no row can be kept.
 API_PATHS = tuple(prefix + "/" for prefix in API_PREFIXES)
+API_PATHS_LONGEST_FIRST = tuple(sorted(API_PATHS, key=len, reverse=True))
 
 
 class ProxyApp(Starlette):
@@ -58,6 +60,9 @@ class ProxyApp(Starlette):
     async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         """An HTTP call is refused while its row could not be kept; with durability process or
         power, its answer leaves once its row is journaled (`GroupCommit.durable_send`)."""
+        if scope["type"] == "websocket":
+            await refuse_websocket(self.api, API_PATHS_LONGEST_FIRST, scope, receive, send)
+            return
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
