@@ -141,7 +141,7 @@ class CallRecord:
         if answer is None and self.response_body:
             answer = _parse_object(self.response_body)
         metered = self.endpoint in METERED_ENDPOINTS
-        usage = self.usage if self.usage is not None else (answer or {}).get("usage") if metered else None
+        usage = (self.usage if self.usage is not None else (answer or {}).get("usage")) if metered else None
         usage = usage if isinstance(usage, dict) else None
         if self.endpoint in RESPONSES_ENDPOINTS:
             extra = response_metadata(answer, usage)

@@ -169,6 +169,7 @@ def test_a_response_streamed_again_is_relayed_as_it_comes_from_where_the_client_
     assert sent.headers["accept"] == "text/event-stream"
     row = proxy.log.wait_row(events.response.headers["x-study-request-id"])
     assert (row["endpoint"], row["stream"], row["status_code"]) == ("responses/retrieve", 1, 200)
+    assert row["prompt_tokens"] is None and row["cost_usd"] is None  # the usage was the creating call's
     assert row["response"] == created.output_text and loads(row["metadata"])["response_id"] == created.id
 
 
