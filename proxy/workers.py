@@ -45,6 +45,10 @@ log = logging.getLogger("proxy.workers")
 STARTUP_FAILURE = 3
 #: A worker that dies sooner than this after its start is replaced only this long after it started.
 MIN_LIFETIME_S = 1.0
+#: The longest wait for a signal before the workers are looked at anyway. SIGCHLD is sent to
+#: the process, not to this thread: a thread that does not block it (one a library started)
+#: takes it and it is gone, so the exits are also polled for.
+REAP_INTERVAL_S = 1.0
 #: uvicorn's default listen backlog.
 BACKLOG = 2048
 WATCHED = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
@@ -146,7 +150,7 @@ class Supervisor:
             for slot in range(self.count):
                 self._spawn(slot)
             while self.workers or self.waiting:
-                timeout = min((at - time.monotonic() for at in self.waiting.values()), default=60.0)
+                timeout = min([REAP_INTERVAL_S, *(at - time.monotonic() for at in self.waiting.values())])
                 info = signal.sigtimedwait(WATCHED, max(0.01, timeout))
                 if info is not None and info.si_signo != signal.SIGCHLD:
                     self._stop(signal.Signals(info.si_signo).name)

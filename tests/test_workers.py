@@ -82,6 +82,23 @@ def test_sigterm_stops_every_worker_and_returns_0(tmp_path):
             os.kill(pid, 0)  # gone, and reaped
 
 
+def test_workers_that_exit_are_reaped_when_another_thread_takes_their_sigchld(tmp_path):
+    """SIGCHLD goes to the process: with the supervisor's thread blocking it, a thread that does
+    not (here a sleeping one, in a server one a library started) takes it and it is lost. The
+    supervisor still sees its workers gone, within REAP_INTERVAL_S, rather than waiting on."""
+    idle = threading.Event()
+    bystander = threading.Thread(target=idle.wait, args=(20,), daemon=True)
+    bystander.start()
+    timer = stop_later(0.5)
+    try:
+        began = time.monotonic()
+        assert Supervisor(2, stand_in(tmp_path / "pids", None)).run() == 0
+    finally:
+        timer.cancel()
+        idle.set()
+    assert time.monotonic() - began < 5
+
+
 @pytest.mark.parametrize(("flag", "env", "expected"), [(None, None, 1), (None, " ", 1), (None, "4", 4), (2, "4", 2)])
 def test_the_flag_wins_over_the_variable(flag, env, expected):
     assert worker_count(flag, env) == expected
