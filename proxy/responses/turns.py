@@ -166,17 +166,18 @@ class ResponseTurns:
             after = int(starting_after)
         events = b"".join(sse_event(event) for event in replayed_events(response) if event["sequence_number"] > after)
         record.stream = True
-        record.response_body = orjson.dumps(response)  # the row keeps the response, as a relayed stream's does
-        record.finish(200)
-        self.api.submit(record)
-        headers = {**self.api.study_headers(record), **STREAM_HEADERS, "content-type": "text/event-stream"}
-        return Response(events, 200, headers=headers)
+        # the row keeps the response, as a relayed stream's does
+        return self._send(record, 200, events, {**STREAM_HEADERS, "content-type": "text/event-stream"},
+                          logged=orjson.dumps(response))
 
     def _json(self, record: CallRecord, body: dict[str, Any]) -> Response:
         return self._send(record, 200, orjson.dumps(body), {"content-type": "application/json"})
 
-    def _send(self, record: CallRecord, status: int, body: bytes, headers: dict[str, str]) -> Response:
-        record.response_body = body
+    def _send(
+        self, record: CallRecord, status: int, body: bytes, headers: dict[str, str], logged: bytes | None = None
+    ) -> Response:
+        """Answer `body` and record the call; its row keeps `logged` instead when there is one."""
+        record.response_body = body if logged is None else logged
         record.finish(status)
         self.api.submit(record)
         return Response(body, status, headers={**self.api.study_headers(record), **headers})
