@@ -1,10 +1,14 @@
 """A call's log row, and the line that keeps it in the journal until the database has it.
 
 The journal holds one JSON line per call. Normally it is the call's facts, the `CallRecord`'s
-fields as they are (`{"record": {...}}`): serializing them is plain data for orjson, a
-quarter of what rendering the row costs (`CallRecord.rows()`: prompt text, parsed answer,
-cost, ~30 columns), and it happens before the answer leaves, while the rows are rendered later
-by the writer, many at a time, off the response path, exactly as when nothing is journaled.
+fields as they are, in the order of a numbered layout (`{"v": 1, "facts": [...]}`):
+serializing them is plain data for orjson, a quarter of what rendering the row costs
+(`CallRecord.rows()`: prompt text, parsed answer, cost, ~30 columns), and it happens before
+the answer leaves, while the rows are rendered later by the writer, many at a time, off the
+response path, exactly as when nothing is journaled. A list of values costs 30-40 % less
+than an object naming each (no dict to build, no key to write) and makes a quarter fewer
+bytes; the layouts of earlier versions stay in `LAYOUTS`, so that a journal left by one is
+still read, as is the object form (`{"record": {...}}`) of the first journals.
 A request body is kept once, as its text: the payload parsed from it is parsed again on replay.
 When the facts cannot be kept exactly (an answer that is not valid UTF-8, a value orjson
 refuses), the line holds the rendered rows instead, `{"run": {...}, "attempts": [...]}`, the
@@ -35,32 +39,54 @@ log = logging.getLogger("proxy.recorder")
 Row = dict[str, Any]
 Rows = tuple[Row, list[Row]]  # one call: its run row and its attempt rows
 
-#: The fields a record line keeps (the pricer is kept as whether there was one; what is
-#: computed from the facts, such as the price, is not kept).
-FIELDS = tuple(f.name for f in dataclasses.fields(CallRecord) if f.name != "pricer" and f.init)
+#: The fields a record line keeps, in the dataclass's order (the pricer is kept as whether
+#: there was one; what is computed from the facts, such as the price, is not kept).
+FIELDS = tuple(f.name for f in dataclasses.fields(CallRecord) if f.init)
+#: Record line layouts by number. A change to `CallRecord`'s fields adds a layout (and makes
+#: it `LAYOUT`) rather than edit one: journals written with the others are still read.
+LAYOUTS: dict[int, tuple[str, ...]] = {
+    1: ("endpoint", "request_id", "created_at", "started", "log_full", "provider", "model",
+        "upstream_model", "payload", "request_text", "payload_is_text", "response_body", "answer",
+        "response_text", "status_code", "error", "stream", "usage", "latency_ms", "ttft_ms", "cache",
+        "session_id", "tags", "user", "client", "request_headers", "study_metadata", "pricer", "notes",
+        "attempts"),
+}
+LAYOUT = 1
 _facts = attrgetter(*FIELDS)
+_PRICER, _PAYLOAD, _BODY = (FIELDS.index(name) for name in ("pricer", "payload", "response_body"))
+_RESTORED = tuple(name for name in FIELDS if name != "pricer")  # the pricer is the proxy's own
 _ATTEMPT_FIELDS = frozenset(f.name for f in dataclasses.fields(Attempt))
 
 
 def journal_line(record: CallRecord) -> bytes:
     """The record's facts as one line; its rendered rows if they cannot be kept exactly."""
-    facts = dict(zip(FIELDS, _facts(record)))
-    facts["pricer"] = record.pricer is not None
+    values = list(_facts(record))
+    values[_PRICER] = record.pricer is not None
     if record.payload_is_text and record.request_text is not None:
-        facts["payload"] = None  # parsed again from the text if replayed: not twice on disk
+        values[_PAYLOAD] = None  # parsed again from the text if replayed: not twice on disk
     if record.response_body is not None:  # surrogateescape: any byte comes back as it was
-        facts["response_body"] = record.response_body.decode("utf-8", "surrogateescape")
+        values[_BODY] = record.response_body.decode("utf-8", "surrogateescape")
     try:
-        return orjson.dumps({"record": facts}, option=orjson.OPT_APPEND_NEWLINE)
+        return orjson.dumps({"v": LAYOUT, "facts": values}, option=orjson.OPT_APPEND_NEWLINE)
     except TypeError:  # lone surrogates (bytes that are not UTF-8), an integer past 64 bits, ...
         run, attempt_rows = rows_of(record)
         return dump_line({"run": run, "attempts": attempt_rows})
 
 
+def facts_of(item: dict[str, Any]) -> dict[str, Any]:
+    """A record line → its facts by name, whatever the layout it was written with."""
+    if "record" in item:  # the object form of the first journals
+        return item["record"]
+    names, values = LAYOUTS[item["v"]], item["facts"]
+    if len(values) != len(names):
+        raise ValueError(f"a record line of layout {item['v']} with {len(values)} values")
+    return dict(zip(names, values))
+
+
 def record_from(facts: dict[str, Any], pricer: Pricer | None) -> CallRecord:
     """A record line's facts → the `CallRecord` again (raises on a damaged line)."""
     priced = bool(facts.get("pricer"))
-    fields = {name: facts[name] for name in FIELDS if name in facts}
+    fields = {name: facts[name] for name in _RESTORED if name in facts}
     if fields.get("payload_is_text") and fields.get("payload") is None and isinstance(fields.get("request_text"), str):
         fields["payload"] = orjson.loads(fields["request_text"])
     body = fields.get("response_body")
@@ -110,8 +136,8 @@ def decode(lines: Iterable[bytes], bad: list[bytes] | None = None,
             continue
         try:
             item = orjson.loads(line)
-            if "record" in item:
-                run, its = rows_of(record_from(item["record"], pricer))
+            if "record" in item or "facts" in item:
+                run, its = rows_of(record_from(facts_of(item), pricer))
             else:
                 run = _clean(RUN_COLUMNS, item["run"]) if item.get("run") is not None else None
                 its = [_clean(ATTEMPT_COLUMNS, a) for a in item.get("attempts") or []]

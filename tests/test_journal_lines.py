@@ -18,7 +18,7 @@ import pytest
 from proxy.app import create_app
 from proxy.config import load_settings
 from proxy.config_sections import LogPolicy
-from proxy.logrow import decode, flatten, journal_line
+from proxy.logrow import FIELDS, LAYOUT, LAYOUTS, decode, facts_of, flatten, journal_line
 from proxy.pricing import Pricer
 from proxy.record import CallRecord
 from proxy.recorder import Recorder
@@ -64,9 +64,9 @@ def test_every_kind_of_record_the_handlers_make_comes_back_the_same(tmp_path, mo
     assert len(made) >= 12
     for record in made:
         line = assert_round_trip(record, pricer)
-        assert line.startswith(b'{"record":')  # the facts, not the rendered rows
+        assert line.startswith(b'{"v":1,"facts":')  # the facts, not the rendered rows
         if record.payload_is_text:  # the body once, as its text: the payload is parsed from it on replay
-            assert orjson.loads(line)["record"]["payload"] is None and record.payload is not None
+            assert facts_of(orjson.loads(line))["payload"] is None and record.payload is not None
     assert sum(r.payload_is_text for r in made) >= 9
     assert b"sk-test-not-a-key" not in b"".join(journal_line(r) for r in made)
 
@@ -92,7 +92,7 @@ def record(**fields) -> CallRecord:
 ])
 def test_hand_made_records_come_back_the_same(fields):
     line = assert_round_trip(record(**fields), None)
-    assert line.startswith(b'{"record":')
+    assert line.startswith(b'{"v":1,"facts":')
 
 
 def test_facts_that_cannot_be_kept_exactly_are_journaled_as_their_rendered_rows():
@@ -103,3 +103,30 @@ def test_facts_that_cannot_be_kept_exactly_are_journaled_as_their_rendered_rows(
         assert line.startswith(b'{"run":')
         runs, _ = decode([line])
         assert runs[0]["request_id"] == r.request_id
+
+
+def test_the_current_layout_names_every_field_of_a_record_in_order():
+    assert FIELDS == LAYOUTS[LAYOUT], (
+        "CallRecord's fields changed: add a layout to proxy.logrow.LAYOUTS and make it LAYOUT "
+        "(editing one would misread the journals written with it)")
+
+
+def test_a_line_in_the_object_form_of_the_first_journals_is_still_read():
+    r = record(tags=["x"], notes=["n"])
+    item = orjson.loads(journal_line(r))
+    facts = facts_of(item)
+    assert facts["tags"] == ["x"] and facts["request_id"] == r.request_id
+    old_form = orjson.dumps({"record": facts}) + b"\n"
+    bad: list[bytes] = []
+    assert decode([old_form], bad) == flatten([r.rows()]) and not bad
+
+
+@pytest.mark.parametrize("damage", [
+    lambda item: {**item, "facts": item["facts"][:-1]},  # a value short
+    lambda item: {**item, "v": 999},  # a layout this version does not know
+    lambda item: {**item, "facts": 7},
+])
+def test_a_record_line_that_does_not_fit_its_layout_is_set_aside(damage):
+    line = orjson.dumps(damage(orjson.loads(journal_line(record())))) + b"\n"
+    bad: list[bytes] = []
+    assert decode([line], bad) == ([], []) and bad == [line]
