@@ -264,6 +264,7 @@ REFUSED_PARAMETERS = [
     ("responses", "reasoning", "low"), ("responses", "store", "yes"), ("responses", "background", 1),
     ("responses", "truncation", "sideways"), ("responses", "parallel_tool_calls", "no"),
     ("chat/completions", "store", "true"), ("chat/completions", "reasoning_effort", 3), ("chat/completions", "user", 7),
+    ("chat/completions", "modalities", ["text", "audio"]),
 ]
 
 
@@ -277,6 +278,7 @@ def test_sampling_parameters_openai_would_refuse_are_a_400_naming_them(endpoint,
 
 def test_sampling_parameters_within_bounds_or_null_are_taken():
     assert chat(messages=user("x"), temperature=2, top_p=0, max_tokens=1, seed=-5, presence_penalty=None).choices
+    assert chat(messages=user("x"), modalities=["text"]).choices[0].message.content == "Mock answer to: x"
     assert responses(input="x", max_output_tokens=16, temperature=0.0, top_p=1).output_text == "Mock answer to: x"
     taken = responses(input="x", include=["reasoning.encrypted_content"], reasoning={"effort": "low"}, store=False,
                       truncation="auto", service_tier="flex", max_tool_calls=3)

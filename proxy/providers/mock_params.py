@@ -54,6 +54,9 @@ def check_parameters(endpoint: str, payload: dict[str, Any]) -> None:
         if not isinstance(value, str):
             raise MockRequestError(f"Invalid type for 'include[{i}]': expected a string, but got "
                                    f"{type(value).__name__} instead.", f"include[{i}]")
+    if endpoint == "chat/completions" and "audio" in (payload.get("modalities") or ()):
+        raise MockRequestError("The mock answers text only: it cannot honour 'modalities' with \"audio\" "
+                               "(an audio model's answer carries `message.audio`).", "modalities")
     truncation = payload.get("truncation") if endpoint == "responses" else None
     if truncation is not None and truncation not in TRUNCATIONS:
         raise MockRequestError(f"Invalid value for 'truncation': {truncation!r}. Supported values are: 'auto' and "
