@@ -95,7 +95,8 @@ def create_app(settings: Settings) -> ProxyApp:
     store = Store(settings.database_url, synchronous="FULL" if policy.durability == "power" else "NORMAL")
     recorder = Recorder(store, durability=policy.durability, journal_dir=policy.journal_dir or None,
                         memory_bytes=policy.memory_bytes, serve_unlogged=policy.serve_unlogged)
-    client = UpstreamClient(settings.timeouts.connect, settings.timeouts.first_byte)
+    client = UpstreamClient(settings.timeouts.connect, settings.timeouts.first_byte,
+                            max_answer_bytes=settings.max_answer_bytes)
     api = ProxyAPI(settings, build_providers(settings), client, recorder)
     recorder.pricer = api.pricer  # rows read back from a journal are priced as the live ones
     routes: list = api.routes()

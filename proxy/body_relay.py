@@ -47,7 +47,7 @@ class RelayedBody(Relayed):
         self.content_type = self.response.headers.get("content-type", "")
 
     async def _relay(self, send: Send) -> str | None:
-        chunks = self.response.iter_bytes()
+        chunks = self.response.iter_bytes(bounded=False)  # held nowhere: any size may pass
         error: str | None = None
         try:
             while True:

@@ -27,6 +27,7 @@ from .config_sections import (
 from .limits import ClientLimits
 from .preprocess.steps import Steps
 from .pricing import Price
+from .upstream_answer import DEFAULT_MAX_ANSWER_BYTES
 
 __all__ = ["DEFAULT_DATABASE_URL", "ConfigError", "Settings", "load_settings", "read_environment"]
 
@@ -50,6 +51,7 @@ class Settings:
     port: int = 8000
     ui: bool = True
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES  # an upstream answer read whole or as events, decoded
     cors_allow_origins: tuple[str, ...] = ()  # browser origins granted cross-origin access; "*" for any
     allowed_hosts: tuple[str, ...] = ()  # Host header names served; () for the defaults, "*" for any
     allow_open: bool = False  # serve on a non-loopback address without proxy keys
@@ -111,6 +113,7 @@ def load_settings(
         "host": env.get("PANEL_ADDRESS") or "127.0.0.1",
         "port": int(env.get("PANEL_PORT") or 8000),
         "max_body_bytes": int(server.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES)),
+        "max_answer_bytes": int(server.get("max_answer_bytes", DEFAULT_MAX_ANSWER_BYTES)),
         "cors_allow_origins": server_config.cors_origins(env.get("CORS_ALLOW_ORIGINS"), server.get("cors_allow_origins", [])),
         "allowed_hosts": server_config.allowed_hosts(env.get("ALLOWED_HOSTS"), server.get("allowed_hosts", [])),
         "allow_open": server_config.flag(env.get("STUDY_ALLOW_OPEN"), "STUDY_ALLOW_OPEN"),

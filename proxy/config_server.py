@@ -17,7 +17,7 @@ from .limits import LIMIT_KEYS, ClientLimits
 
 #: A browser origin as a page sends it: scheme://host[:port], no path (checked after lower-casing).
 ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#\s]+")
-SERVER_KEYS = frozenset({"max_body_bytes", "cors_allow_origins", "allowed_hosts", *LIMIT_KEYS})
+SERVER_KEYS = frozenset({"max_body_bytes", "max_answer_bytes", "cors_allow_origins", "allowed_hosts", *LIMIT_KEYS})
 
 
 def check_server_keys(server: Mapping[str, Any]) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, retry_if_result, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, retry_if_result, stop_after_attempt
 
 from .config_sections import RetryPolicy
 from .errors import ProxyError
@@ -47,7 +47,11 @@ class Outcome:
         """Read the answer of a server that answered a stream request whole, to pass it on as such."""
         response = self.response
         if self.body is None and not response.headers.get("content-type", "").startswith("text/event-stream"):
-            self.body = await response.read()
+            try:
+                self.body = await response.read()
+            except UpstreamUnreachable as exc:
+                self.attempt.finish(error=str(exc))
+                raise unreachable_error(exc, self.attempt.provider) from None
             self.attempt.finish(response.status_code)
 
 
@@ -172,6 +176,8 @@ class UpstreamCaller:
             first = exc
         if isinstance(first, Outcome) and not first.retryable:
             return first
+        if isinstance(first, UpstreamUnreachable) and not first.retryable:
+            raise first
         delay = self._delay(first, 1)
         if max_attempts <= 1 or time.monotonic() + delay >= deadline:
             return _result(first)
@@ -180,7 +186,8 @@ class UpstreamCaller:
             stop=stop_after_attempt(max_attempts - 1)
             | (lambda state: time.monotonic() + state.upcoming_sleep >= deadline),
             wait=lambda state: self._delay(_settled(state), state.attempt_number + 1),
-            retry=retry_if_exception_type(UpstreamUnreachable) | retry_if_result(lambda outcome: outcome.retryable),
+            retry=retry_if_exception(lambda exc: isinstance(exc, UpstreamUnreachable) and exc.retryable)
+            | retry_if_result(lambda outcome: outcome.retryable),
             retry_error_callback=lambda state: state.outcome.result(),  # the last answer, or its exception
             sleep=anyio.sleep,
             reraise=True,
@@ -213,5 +220,8 @@ def _result(first: Outcome | UpstreamUnreachable) -> Outcome:
 def unreachable_error(exc: UpstreamUnreachable | None, provider: str) -> ProxyError:
     if exc is not None and exc.kind == "timeout":
         return ProxyError(504, f"Upstream `{provider}` did not answer in time.", type="upstream_error", code="upstream_timeout")
+    if exc is not None and exc.kind == "too_large":
+        return ProxyError(502, f"Upstream `{provider}` sent an answer too large to take: {exc}", type="upstream_error",
+                          code="upstream_answer_too_large")
     detail = f": {exc}" if exc is not None else ""
     return ProxyError(502, f"Upstream `{provider}` could not be reached{detail}", type="upstream_error", code="upstream_unreachable")

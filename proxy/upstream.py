@@ -12,6 +12,9 @@ known length, answers framed by Content-Length, chunked encoding or the connecti
 gzip/deflate answers decoded, TLS with certifi's roots, idle connections reused LIFO per
 origin and closed after `keepalive_s`. A reused connection that the server had already
 closed (the keep-alive race) is replaced once, transparently, before any byte came back.
+
+An upstream is input too: an answer's head past `MAX_HEAD_BYTES` is refused; its body is
+bounded, decoded and held back by `proxy.upstream_answer`.
 """
 
 from __future__ import annotations
@@ -19,8 +22,6 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-import zlib
-from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -29,17 +30,10 @@ from urllib.parse import urlsplit
 import httptools
 
 from .timeouts import timeout
+from .upstream_answer import DEFAULT_MAX_ANSWER_BYTES, UpstreamAnswer, UpstreamUnreachable
 
-#: Past this many unread bytes, the connection stops reading until the consumer catches up.
-READ_HIGH_WATER = 1 << 20
-
-
-class UpstreamUnreachable(Exception):
-    """The upstream could not be reached or did not answer in time; `kind` says which."""
-
-    def __init__(self, kind: str, detail: str) -> None:
-        super().__init__(detail)
-        self.kind = kind  # "connect" | "timeout" | "protocol"
+#: An answer's status line and headers are refused past this.
+MAX_HEAD_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +50,10 @@ class UpstreamResponse(Protocol):
 
     async def read(self) -> bytes: ...
 
-    def iter_bytes(self) -> AsyncIterator[bytes]: ...
+    def iter_bytes(self, bounded: bool = True) -> AsyncIterator[bytes]:
+        """The answer's bytes as they come; `bounded=False` lifts `max_answer_bytes`, for a
+        relay that holds none of them (proxy.body_relay)."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -73,98 +70,6 @@ class _Origin:
         return self.host if self.port == default else f"{self.host}:{self.port}"
 
 
-class _Response:
-    """An answer whose head has arrived; the body is read (or streamed) from the connection."""
-
-    __slots__ = ("status_code", "headers", "_conn", "_chunks", "_buffered", "_waiter", "_done", "_error",
-                 "_decoder", "_read_timeout", "framed")
-
-    def __init__(self, conn: _Connection, status_code: int, headers: dict[str, str], read_timeout: float) -> None:
-        self.status_code = status_code
-        self.headers = headers
-        self._conn: _Connection | None = conn
-        self._chunks: deque[bytes] = deque()
-        self._buffered = 0
-        self._waiter: asyncio.Future[None] | None = None
-        self._done = False
-        self._error: UpstreamUnreachable | None = None
-        self._read_timeout = read_timeout
-        self.framed = "content-length" in headers or "chunked" in headers.get("transfer-encoding", "").lower()
-        encoding = headers.get("content-encoding", "").lower()
-        self._decoder = zlib.decompressobj(zlib.MAX_WBITS | 32) if encoding in ("gzip", "deflate") else None
-
-    # -- fed by the connection -------------------------------------------------------------
-
-    def _feed(self, data: bytes) -> None:
-        self._chunks.append(data)
-        self._buffered += len(data)
-        if self._buffered > READ_HIGH_WATER and self._conn is not None:
-            self._conn.pause()
-        self._wake()
-
-    def _end(self, error: UpstreamUnreachable | None = None) -> None:
-        self._done = True
-        self._error = error
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    # -- read by the handler ---------------------------------------------------------------
-
-    async def _next(self) -> bytes | None:
-        """The bytes that arrived since the last call (decoded), or None at the end."""
-        while not self._chunks:
-            if self._done:
-                if self._error is not None:
-                    raise self._error
-                return None
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                with timeout(self._read_timeout):
-                    await self._waiter
-            except TimeoutError:
-                self._release()  # half-read: the connection is closed, not reused
-                raise UpstreamUnreachable("timeout", f"upstream sent nothing for {self._read_timeout:g}s") from None
-            finally:
-                self._waiter = None
-        # Everything that came in since the last read, as one piece: httptools hands a chunked
-        # body over chunk by chunk, and a burst of stream events relayed one by one cost a
-        # write (and a turn of the relay) each.
-        chunks = self._chunks
-        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
-        chunks.clear()
-        self._buffered -= len(data)
-        if self._conn is not None and self._buffered <= READ_HIGH_WATER // 2:
-            self._conn.resume()
-        return self._decoder.decompress(data) if self._decoder is not None else data
-
-    async def read(self) -> bytes:
-        parts = []
-        try:
-            while (data := await self._next()) is not None:
-                parts.append(data)
-        finally:
-            await self.close()
-        return b"".join(parts)
-
-    async def iter_bytes(self) -> AsyncIterator[bytes]:
-        while (data := await self._next()) is not None:
-            if data:
-                yield data
-
-    async def close(self) -> None:
-        self._release()
-
-    def _release(self) -> None:
-        """Back to the pool when the body was read whole; a half-read connection is closed."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.release(reusable=self._done and self._error is None and not self._chunks)
-
-
 class _Connection(asyncio.Protocol):
     """One keep-alive connection to an origin, answering one request at a time."""
 
@@ -176,9 +81,10 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._parser = httptools.HttpResponseParser(self)
         self._headers: dict[str, str] = {}
-        self._head: asyncio.Future[_Response] | None = None
-        self._response: _Response | None = None
+        self._head: asyncio.Future[UpstreamAnswer] | None = None
+        self._response: UpstreamAnswer | None = None
         self._read_timeout = client.first_byte_timeout
+        self._head_bytes = 0  # of the answer whose head is arriving
         self._got_bytes = False
         self._keep_alive = False
         self._paused = False
@@ -190,6 +96,11 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._got_bytes = True
+        if self._response is None:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._fail(UpstreamUnreachable("too_large", f"the answer's head passed {MAX_HEAD_BYTES:,} bytes"))
+                return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -198,11 +109,11 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         response = self._response
-        if response is not None and not response._done:
+        if response is not None and not response.done:
             if response.framed:
-                response._end(UpstreamUnreachable("protocol", "upstream closed the connection mid-answer"))
+                response.end(UpstreamUnreachable("protocol", "upstream closed the connection mid-answer"))
             else:
-                response._end()  # an answer delimited by the connection's end
+                response.end()  # an answer delimited by the connection's end
         elif self._head is not None and not self._head.done():
             detail = f": {exc}" if exc else ""
             self._head.set_exception(_Closed(self._got_bytes, f"upstream closed the connection before answering{detail}"))
@@ -220,28 +131,29 @@ class _Connection(asyncio.Protocol):
         if 100 <= status < 200:  # an interim answer: the real one follows
             self._headers = {}
             return
-        self._response = _Response(self, status, self._headers, self._read_timeout)
+        self._response = UpstreamAnswer(self, status, self._headers, self._read_timeout, self.client.max_answer_bytes)
         self._headers = {}
         if self._head is not None and not self._head.done():
             self._head.set_result(self._response)
 
     def on_body(self, body: bytes) -> None:
         if self._response is not None:
-            self._response._feed(body)
+            self._response.feed(body)
 
     def on_message_complete(self) -> None:
         if self._response is not None:
             self._keep_alive = self._parser.should_keep_alive()
-            self._response._end()
+            self._response.end()
 
     # -- used by the client ----------------------------------------------------------------
 
-    async def request(self, head: bytes, body: bytes) -> _Response:
+    async def request(self, head: bytes, body: bytes) -> UpstreamAnswer:
         """Send one request; return once the answer's head has arrived."""
         assert self.transport is not None
         loop = asyncio.get_running_loop()
         self._head = loop.create_future()
         self._response = None
+        self._head_bytes = 0
         self._got_bytes = False
         self._keep_alive = False
         self.transport.writelines((head, body))  # one system call (writev) for head and body
@@ -281,8 +193,8 @@ class _Connection(asyncio.Protocol):
 
     def _fail(self, error: UpstreamUnreachable) -> None:
         response = self._response
-        if response is not None and not response._done:
-            response._end(error)
+        if response is not None and not response.done:
+            response.end(error)
         elif self._head is not None and not self._head.done():
             self._head.set_exception(error)
         self.close()
@@ -305,9 +217,11 @@ class UpstreamClient:
         first_byte_timeout: float = 600.0,
         keepalive_s: float = 30.0,
         tls: ssl.SSLContext | None = None,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ) -> None:
         """`tls` verifies https upstreams; by default against certifi's roots."""
         self.connect_timeout = connect_timeout
+        self.max_answer_bytes = max_answer_bytes
         self.first_byte_timeout = first_byte_timeout
         self.keepalive_s = keepalive_s
         self._idle: dict[_Origin, list[_Connection]] = {}

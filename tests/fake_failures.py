@@ -1,4 +1,5 @@
-"""The model modes that misbehave or take their time: `fail-*`, `hang-*`, `slow-*`, `cut-stream-*`, `stall-stream-*`.
+"""The model modes that misbehave or take their time: `fail-*`, `hang-*`, `slow-*`, `cut-stream-*`,
+`stall-stream-*`, `bomb-*`.
 
 `failure()` answers for the model before any normal answer is made; `stream()` sends a
 streamed answer, paced, cut or stalled as the model asks. The catalogue of modes is in
@@ -8,6 +9,8 @@ fake_upstream.py.
 from __future__ import annotations
 
 import asyncio
+import functools
+import gzip
 import re
 import threading
 import time
@@ -38,6 +41,8 @@ HANG_SECONDS = 120.0
 RETRY_AFTER_MS = 300
 #: How far ahead the HTTP date of a `fail-429-date-once-*` answer lies (whole seconds: dates have no finer grain).
 RETRY_AFTER_DATE_SECONDS = 2
+#: What a `bomb-*` answer inflates to: zeros, gzip-compressed (about 1/1000 of it is sent).
+BOMB_BYTES = 64 * 1024 * 1024
 #: `fail-NNN-*` for a status without a mode of its own.
 FAIL_STATUS = re.compile(r"^fail-(?P<status>[45]\d\d)(?:-|$)")
 
@@ -69,6 +74,9 @@ async def failure(
     elif kind.startswith("hang"):
         await wait_until_released(stopping, request)
         return error(504, "Fake upstream hung.", "server_error", None, None, headers)
+    if kind.startswith("bomb-"):
+        media_type = "text/event-stream" if kind.startswith("bomb-stream") else "application/json"
+        return Response(bomb(), media_type=media_type, headers={**headers, "content-encoding": "gzip"})
     if kind.startswith("slow-") and not kind.startswith("slow-stream"):
         await asyncio.sleep(SLOW_ANSWER_DELAY)
     if kind.startswith("fail-400"):
@@ -96,6 +104,12 @@ async def failure(
         kind_of_error = "server_error" if status >= 500 else "invalid_request_error"
         return error(status, f"Fake upstream fails with {status}.", kind_of_error, None, f"fake_{status}", headers)
     return None
+
+
+@functools.cache
+def bomb() -> bytes:
+    """BOMB_BYTES of zeros, gzip-compressed (~65 KB)."""
+    return gzip.compress(bytes(BOMB_BYTES), 9)
 
 
 async def wait_until_released(stopping: threading.Event, request: Request | None) -> None:

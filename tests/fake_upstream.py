@@ -26,6 +26,8 @@ path segment of the model counts, so `meta-llama/no-usage-x` behaves like `no-us
     slow-*            a normal answer (streamed or not) after SLOW_ANSWER_DELAY seconds
     stall-stream-*    streams STALL_AFTER events, then goes silent with the connection open
     cut-stream-*      streams CUT_AFTER chunks, then drops the connection
+    bomb-stream-*     a 200 `text/event-stream` of BOMB_BYTES zeros, gzip-compressed (~65 KB sent)
+    bomb-*            the same as `application/json`
     no-usage-*        never reports usage (Hyperbolic's quirk), streamed or not
     tool-call-*       (chat) calls the tool TOOL_CALL instead of answering in text, under the name
                       of the request's first tool when it offers one; streamed, the call's id,

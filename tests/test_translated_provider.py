@@ -125,7 +125,7 @@ class Upstream:
 class Broken(MockResponse):
     """A stream that breaks off after its chunks."""
 
-    async def iter_bytes(self):
+    async def iter_bytes(self, bounded=True):
         for chunk in self._chunks:
             yield chunk
         raise UpstreamUnreachable("protocol", "upstream closed the connection mid-answer")

@@ -11,7 +11,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from proxy.upstream import READ_HIGH_WATER, UpstreamClient, UpstreamRequest, UpstreamUnreachable
+from proxy.upstream import MAX_HEAD_BYTES, UpstreamClient, UpstreamRequest, UpstreamUnreachable
+from proxy.upstream_answer import INFLATE_PIECE, READ_HIGH_WATER
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -167,6 +168,80 @@ def test_gzip_answers_are_decoded() -> None:
         server, url, _ = await serve(answering(answer(gzip.compress(b'{"zipped":true}'), "content-encoding: gzip")))
         response = await UpstreamClient().send(post(url))
         assert await response.read() == b'{"zipped":true}'
+        server.close()
+
+    run(main())
+
+
+def test_a_compression_bomb_is_inflated_a_piece_at_a_time_and_refused_past_the_answer_limit() -> None:
+    bomb = gzip.compress(b"\0" * (64 * INFLATE_PIECE), 9)  # 64 MiB of zeros in ~64 KB
+
+    async def main() -> None:
+        server, url, _ = await serve(answering(answer(bomb, "content-encoding: gzip"), then_wait=1))
+        streamed = await UpstreamClient(max_answer_bytes=3 * INFLATE_PIECE).send(post(url))
+        pieces = []
+        with pytest.raises(UpstreamUnreachable) as cut:
+            async for piece in streamed.iter_bytes():
+                pieces.append(len(piece))
+        assert cut.value.kind == "too_large" and not cut.value.retryable and "3,145,728 bytes" in str(cut.value)
+        assert max(pieces) <= INFLATE_PIECE and sum(pieces) <= 3 * INFLATE_PIECE
+        whole = await UpstreamClient(max_answer_bytes=3 * INFLATE_PIECE).send(post(url))
+        with pytest.raises(UpstreamUnreachable, match="max_answer_bytes"):
+            await whole.read()
+        relayed = await UpstreamClient(max_answer_bytes=3 * INFLATE_PIECE).send(post(url))
+        sizes = [len(piece) async for piece in relayed.iter_bytes(bounded=False)]  # a relay holds none of it
+        assert sum(sizes) == 64 * INFLATE_PIECE and max(sizes) <= INFLATE_PIECE
+        server.close()
+
+    run(main())
+
+
+def test_an_answer_within_the_limit_is_read_and_one_past_it_is_refused() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            _, body = await read_request(reader)
+            writer.write(answer(b"y" * int(body)))
+            await writer.drain()
+
+    async def main() -> None:
+        server, url, _ = await serve(handler)
+        client = UpstreamClient(max_answer_bytes=1000)
+        assert await (await client.send(post(url, b"1000"))).read() == b"y" * 1000
+        with pytest.raises(UpstreamUnreachable) as refused:
+            await (await client.send(post(url, b"1001"))).read()
+        assert refused.value.kind == "too_large"
+        assert await (await client.send(post(url, b"10"))).read() == b"y" * 10  # the client goes on
+        server.close()
+
+    run(main())
+
+
+def test_a_damaged_compressed_answer_is_a_protocol_error() -> None:
+    async def main() -> None:
+        damaged = gzip.compress(b'{"zipped":true}')[:12] + b"not deflate at all"
+        server, url, _ = await serve(answering(answer(damaged, "content-encoding: gzip")))
+        with pytest.raises(UpstreamUnreachable) as failed:
+            await (await UpstreamClient().send(post(url))).read()
+        assert failed.value.kind == "protocol" and "damaged" in str(failed.value)
+        server.close()
+
+    run(main())
+
+
+def test_an_answer_head_past_its_limit_is_refused() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        for _ in range(MAX_HEAD_BYTES // 1000 + 10):
+            writer.write(b"x-filler: " + b"f" * 988 + b"\r\n")
+            await writer.drain()
+        await asyncio.sleep(1)
+
+    async def main() -> None:
+        server, url, _ = await serve(handler)
+        with pytest.raises(UpstreamUnreachable) as refused:
+            await UpstreamClient().send(post(url))
+        assert refused.value.kind == "too_large" and "head" in str(refused.value)
         server.close()
 
     run(main())

@@ -95,7 +95,8 @@ class MockResponse:
     async def read(self) -> bytes:
         return b"".join(self._chunks)
 
-    async def iter_bytes(self) -> AsyncIterator[bytes]:
+    async def iter_bytes(self, bounded: bool = True) -> AsyncIterator[bytes]:
+        """Its chunks (made by the mock, which bounds its own answers: `bounded` changes nothing)."""
         for chunk in self._chunks:
             yield chunk
 

@@ -99,7 +99,7 @@ class TranslatedResponse:
                                            "upstream_error", code="bad_upstream_answer"))
         return orjson.dumps(to_response(chat, self._request, self._model))
 
-    async def iter_bytes(self) -> AsyncIterator[bytes]:
+    async def iter_bytes(self, bounded: bool = True) -> AsyncIterator[bytes]:
         """The Responses events of each upstream chunk as soon as it is in.
 
         A chunk that completed no event yields b"", so that a reader's idle timer still sees
@@ -107,7 +107,7 @@ class TranslatedResponse:
         with an `error` event instead of an exception.
         """
         translator = StreamTranslator(self._request, self._model)
-        chunks = self._response.iter_bytes()
+        chunks = self._response.iter_bytes(bounded)
         try:
             async for chunk in chunks:
                 yield b"".join(translator.feed(chunk))
