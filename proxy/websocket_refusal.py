@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .errors import ProxyError
@@ -45,19 +46,16 @@ async def refuse_websocket(
     await receive()  # websocket.connect
     path = scope["path"]
     error = unsupported(path)
-    headers = {"content-type": "application/json"}
     prefix = next((prefix for prefix in api_paths if path.startswith(prefix)), None)
     if prefix is not None:
         record = CallRecord(endpoint_name(path[len(prefix):], "GET"))
         asked = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("model")  # the Realtime API's
         record.model = asked[0][:MODEL_CAP] if asked else None
-        headers |= api.study_headers(record)
-        api.fail(record, error)
+        answer = api.fail(record, error)  # its row, and the answer with the call's X-Study-* headers
+    else:
+        answer = Response(error.json(), error.status_code, media_type="application/json")
     if DENIAL_EXTENSION not in scope.get("extensions", {}):
         await send({"type": "websocket.close", "code": 1008, "reason": "WebSockets are not proxied"})
         return
-    body = error.json()
-    raw = [(name.encode(), value.encode()) for name, value in headers.items()]
-    await send({"type": "websocket.http.response.start", "status": error.status_code,
-                "headers": [*raw, (b"content-length", str(len(body)).encode())]})
-    await send({"type": "websocket.http.response.body", "body": body})
+    await send({"type": "websocket.http.response.start", "status": answer.status_code, "headers": answer.raw_headers})
+    await send({"type": "websocket.http.response.body", "body": answer.body})
