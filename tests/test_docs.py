@@ -337,3 +337,13 @@ def test_the_readme_is_a_front_page() -> None:
     assert "(docs/README.md)" in readme
     for name in sorted(p.name for p in DOCS.glob("*.md") if p.name != "README.md"):
         assert f"({name})" in page("README.md"), f"docs/README.md does not list docs/{name}"
+
+
+def test_the_layout_in_development_md_names_every_module() -> None:
+    """A module that the map of the code leaves out is one a newcomer cannot find."""
+    layout = section(page("development.md"), re.compile(r"^Layout$"))
+    assert layout is not None, "docs/development.md has no heading ## Layout"
+    named = set(re.findall(r"\b([a-z_]+\.py)\b", layout))
+    missing = sorted(str(p.relative_to(ROOT)) for p in SOURCES
+                     if p.name not in ("__init__.py", "__main__.py") and p.name not in named)
+    assert missing == [], f"modules missing from the Layout of docs/development.md: {missing}"
