@@ -3,9 +3,12 @@
 Follow-ups by id must reach the provider that created the response; for a provider that
 keeps no state (the mock, a translated chat-only server), the proxy itself holds the
 conversation: its log has every request and answer. The latest responses are also kept in
-memory, because a follow-up often comes sooner than the recorder's next batch is written.
-Remembering costs the answer nothing: finished calls wait in a queue, and their answers are
-read for their ids only when a follow-up asks for one.
+memory, because a follow-up often comes sooner than the recorder's next batch is written:
+at most `RECENT_RESPONSES` of them, and at most `RECENT_BYTES` of their requests and answers,
+since an agent sends its whole conversation again each turn (4,096 responses to 200 KB
+requests held 1.7 GB). Older ones are read from the log. Remembering costs the answer
+nothing: finished calls wait in a queue, and their answers are read for their ids only when
+a follow-up asks for one.
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ from ..record import CallRecord
 Lookup = Callable[[str], Awaitable[list[dict[str, Any]]]]
 
 RECENT_RESPONSES = 4096
+#: Request and answer bytes (as text; the objects kept take two to three times that).
+RECENT_BYTES = 32 * 1024 * 1024
+#: What an entry costs beside its texts.
+ENTRY_BYTES = 1024
 #: How far back `previous_response_id` is followed; a longer chain is refused, not truncated.
 MAX_CHAIN = 1000
 
@@ -39,43 +46,65 @@ class KnownResponse:
 class ResponseIndex:
     """Responses by id: the recent ones in memory, any other from the log."""
 
-    def __init__(self, lookup: Lookup, size: int = RECENT_RESPONSES) -> None:
+    def __init__(self, lookup: Lookup, size: int = RECENT_RESPONSES, max_bytes: int = RECENT_BYTES) -> None:
         self.lookup = lookup
         self.size = size
-        self._recent: OrderedDict[str, KnownResponse] = OrderedDict()
-        self._unread: deque[CallRecord] = deque(maxlen=size)  # remembered, answer not read yet
+        self.max_bytes = max_bytes
+        self.bytes = 0  # of the entries in memory, read or not
+        self._recent: OrderedDict[str, tuple[KnownResponse, int]] = OrderedDict()  # with their sizes
+        self._unread: deque[tuple[CallRecord, int]] = deque()  # remembered, answer not read yet; newer
         self._deleted: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._recent) + len(self._unread)
 
     def remember(self, record: CallRecord) -> None:
         """Note a finished `POST /responses` call that the client got a response from."""
         if record.status_code == 200 and record.error is None and record.provider:
-            self._unread.append(record)
+            size = ENTRY_BYTES + sum(len(text or "") for text in (record.request_text, record.response_body,
+                                                                   record.response_text))
+            self._unread.append((record, size))
+            self.bytes += size
+            while (self.bytes > self.max_bytes and len(self) > 1) or len(self) > self.size:
+                self._evict_oldest()  # the newest stays, however large: its follow-up may come next
+
+    def _evict_oldest(self) -> None:
+        """Drop the entry remembered first (the read ones are older than the unread)."""
+        if self._recent:
+            _, (_, size) = self._recent.popitem(last=False)
+        else:
+            _, size = self._unread.popleft()
+        self.bytes -= size
 
     def _read_unread(self) -> None:
         while self._unread:
-            record = self._unread.popleft()
+            record, size = self._unread.popleft()
             answer = record.answer if record.answer is not None else _object(record.response_body)
             if answer is None or not isinstance(answer.get("id"), str):
+                self.bytes -= size
                 continue
             known = KnownResponse(answer["id"], record.provider or "", record.upstream_model, record.payload or {}, answer)
-            self._recent[known.id] = known
-            self._recent.move_to_end(known.id)
-            if len(self._recent) > self.size:
-                self._recent.popitem(last=False)
+            self._drop(known.id)
+            self._recent[known.id] = (known, size)
 
     def forget(self, response_id: str) -> None:
         """A response deleted through the proxy is gone for it too."""
         self._read_unread()
-        self._recent.pop(response_id, None)
+        self._drop(response_id)
         self._deleted.add(response_id)
+
+    def _drop(self, response_id: str) -> None:
+        entry = self._recent.pop(response_id, None)
+        if entry is not None:
+            self.bytes -= entry[1]
 
     async def find(self, response_id: str) -> KnownResponse | None:
         if response_id in self._deleted:
             return None
         self._read_unread()
-        known = self._recent.get(response_id)
-        if known is not None:
-            return known
+        entry = self._recent.get(response_id)
+        if entry is not None:
+            return entry[0]
         rows = await self.lookup(response_id)
         if any(_metadata(row).get("deleted") for row in rows):
             return None
