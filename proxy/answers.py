@@ -48,3 +48,11 @@ class CapturedStream:
     usage: dict[str, Any] | None
     provider: str
     upstream_model: str
+
+
+def answer_size(answer: WholeAnswer | CapturedStream) -> int:
+    """About what an answer holds in memory: its bytes, and for a stream its text twice more
+    (as text and in the assembled answer)."""
+    if isinstance(answer, WholeAnswer):
+        return len(answer.body) + len(answer.logged or b"")
+    return len(answer.events) + 2 * len(answer.text)

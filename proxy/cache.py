@@ -1,4 +1,4 @@
-"""An exact-match answer cache in memory: TTL, a size bound, least recently used out first.
+"""An exact-match answer cache in memory: TTL, bounds in count and bytes, least recently used out first.
 
 `Cache` is what the handlers use: this in-process `AnswerCache`, or
 `proxy.shared.redis_cache.RedisCache` shared across processes and hosts.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
@@ -38,10 +38,15 @@ class Cache(Protocol[T]):
 
 
 class AnswerCache(Generic[T]):
-    def __init__(self, ttl: float, max_entries: int) -> None:
+    def __init__(self, ttl: float, max_entries: int, max_bytes: int, size: Callable[[T], int]) -> None:
+        """At most `max_entries` answers and `max_bytes` in all as `size` counts them: an
+        answer larger alone is not kept (a study's embeddings can be tens of MB each)."""
         self.ttl = ttl
         self.max_entries = max_entries
-        self._entries: OrderedDict[bytes, tuple[float, T]] = OrderedDict()
+        self.max_bytes = max_bytes
+        self.size = size
+        self.bytes = 0
+        self._entries: OrderedDict[bytes, tuple[float, T, int]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -50,15 +55,24 @@ class AnswerCache(Generic[T]):
         entry = self._entries.get(key)
         if entry is None:
             return None
-        expires, value = entry
+        expires, value, _ = entry
         if expires <= time.monotonic():
-            del self._entries[key]
+            self._drop(key)
             return None
         self._entries.move_to_end(key)
         return value
 
     def put(self, key: bytes, value: T) -> None:
-        self._entries[key] = (time.monotonic() + self.ttl, value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        size = self.size(value)
+        self._drop(key)
+        if size > self.max_bytes:
+            return
+        self._entries[key] = (time.monotonic() + self.ttl, value, size)
+        self.bytes += size
+        while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
+            self.bytes -= self._entries.popitem(last=False)[1][2]
+
+    def _drop(self, key: bytes) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.bytes -= entry[2]

@@ -56,6 +56,7 @@ class CachePolicy:
     enabled: bool = False  # for every request; `X-Study-Cache` and aliases override it
     ttl: float = 3600.0
     max_entries: int = 10_000
+    max_bytes: int = 256 * 1024 * 1024  # in memory: answers' bytes (not with Redis, which has its own bound)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 import asyncio
 import time
 
+from proxy.answers import CapturedStream, WholeAnswer, answer_size
 from proxy.cache import AnswerCache, request_key
 from proxy.routing import Route
 from proxy.singleflight import SingleFlight
@@ -20,15 +21,34 @@ def test_request_key_is_canonical_and_separates_what_matters():
 def test_cache_ttl_and_size_bound(monkeypatch):
     now = [1000.0]
     monkeypatch.setattr(time, "monotonic", lambda: now[0])
-    cache = AnswerCache(ttl=10, max_entries=2)
+    cache = AnswerCache(ttl=10, max_entries=2, max_bytes=100, size=len)
     get = lambda key: asyncio.run(cache.get(key))  # noqa: E731
-    cache.put(b"a", 1)
-    cache.put(b"b", 2)
-    assert get(b"a") == 1  # a is now the most recently used
-    cache.put(b"c", 3)
-    assert get(b"b") is None and get(b"a") == 1 and len(cache) == 2
+    cache.put(b"a", b"1")
+    cache.put(b"b", b"2")
+    assert get(b"a") == b"1"  # a is now the most recently used
+    cache.put(b"c", b"3")
+    assert get(b"b") is None and get(b"a") == b"1" and len(cache) == 2
     now[0] += 11
-    assert get(b"a") is None
+    assert get(b"a") is None and cache.bytes == 1
+
+
+def test_the_cache_is_bounded_in_bytes_and_keeps_no_answer_larger_than_the_bound():
+    cache = AnswerCache(ttl=10, max_entries=100, max_bytes=100, size=len)
+    get = lambda key: asyncio.run(cache.get(key))  # noqa: E731
+    for i in range(10):
+        cache.put(bytes([i]), b"x" * 30)
+        assert cache.bytes <= 100
+    assert len(cache) == 3 and get(bytes([9])) and get(bytes([7])) and get(bytes([6])) is None
+    cache.put(b"big", b"y" * 101)
+    assert get(b"big") is None and len(cache) == 3
+    cache.put(bytes([9]), b"z" * 101)  # a key stored again too large: its old answer goes too
+    assert get(bytes([9])) is None and cache.bytes == 60
+
+
+def test_an_answer_counts_its_bytes_and_a_stream_its_text_again():
+    whole = WholeAnswer(200, {}, b"x" * 1000, "openai", "m")
+    stream = CapturedStream(b"e" * 3000, {}, {"output": "hello"}, "t" * 500, None, "openai", "m")
+    assert answer_size(whole) == 1000 and answer_size(stream) == 4000
 
 
 def test_single_flight_makes_one_call_for_concurrent_identical_keys():

@@ -389,6 +389,22 @@ max_entries = 2
     assert upstream.count(model, "c") == 2
 
 
+def test_an_answer_larger_than_the_caches_bytes_is_not_kept(proxy_factory, fake_upstream_server, upstream):
+    proxy = proxy_factory(env=provider_env(fake_upstream_server, openai=OPENAI_KEY),
+                          config="[cache]\nenabled = true\nmax_bytes = 4000\n")
+    model = unique("bytes")
+
+    def cache_state(text: str) -> str:
+        response = post(proxy, {"model": model, "messages": ask(text)})
+        assert response.status_code == 200
+        return response.headers["x-study-cache"]
+
+    long = "long " * 1000  # the fake quotes it: a 5 KB answer
+    assert [cache_state(long), cache_state(long)] == ["miss", "miss"]
+    assert [cache_state("short"), cache_state("short")] == ["miss", "hit"]
+    assert upstream.count(model, long) == 2 and upstream.count(model, "short") == 1
+
+
 def test_the_server_output_holds_no_traceback(proxy):
     """Last in the module: nothing above made the proxy log a traceback."""
     output = proxy.output()

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from proxy.answers import WholeAnswer
+from proxy.answers import WholeAnswer, answer_size
 from proxy.cache import AnswerCache
 from proxy.config import load_settings
 from proxy.shared import build_sharing, codec
@@ -97,7 +97,7 @@ def test_the_cache_skips_entries_over_the_bound(redis_prefix):
         client = Redis.from_url(REDIS_URL)
         health = RedisHealth(REDIS_URL, client.ping, 1.0)
         background = Background()
-        cache: RedisCache[Any] = RedisCache(client, health, background, AnswerCache(60, 10), prefix=redis_prefix, ttl=60,
+        cache: RedisCache[Any] = RedisCache(client, health, background, AnswerCache(60, 10, 1 << 20, answer_size), prefix=redis_prefix, ttl=60,
                                             max_entry_bytes=200, encode=codec.encode, decode=codec.decode)
         big = WholeAnswer(200, {}, b"x" * 500, "openai", "m")
         cache.put(b"s" * 32, ANSWER)

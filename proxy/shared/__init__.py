@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..answers import CapturedStream, WholeAnswer
+from ..answers import CapturedStream, WholeAnswer, answer_size
 from ..cache import AnswerCache, Cache
 from ..config import Settings
 from ..errors import ProxyError
@@ -45,7 +45,8 @@ class Sharing:
 
 def build_sharing(settings: Settings) -> Sharing:
     """In-process single-flight and cache; through Redis when `settings.redis_url` is set."""
-    local: AnswerCache[Cached] = AnswerCache(settings.cache.ttl, settings.cache.max_entries)
+    cache_policy = settings.cache
+    local: AnswerCache[Cached] = AnswerCache(cache_policy.ttl, cache_policy.max_entries, cache_policy.max_bytes, answer_size)
     if not settings.redis_url:
         return Sharing(SingleFlight(), local)
     from redis.asyncio import Redis
