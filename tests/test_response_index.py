@@ -77,3 +77,14 @@ def test_entries_that_leave_give_their_bytes_back():
     assert index.bytes == ENTRY_BYTES + len(finished(2).request_text) + len(finished(2).response_body)
     index.forget("resp_2")
     assert index.bytes == 0 and len(index) == 0 and not found(index, "resp_2")
+
+
+def test_deletions_are_remembered_up_to_the_count_the_older_ones_by_the_log():
+    log = Log()
+    index = ResponseIndex(log, size=3)
+    for i in range(10):
+        index.remember(finished(i))
+        index.forget(f"resp_{i}")
+    assert len(index._deleted) == 3 and len(index) == 0
+    assert not found(index, "resp_9") and log.asked == []  # known deleted, the log not asked
+    assert not found(index, "resp_0") and log.asked == ["resp_0"]

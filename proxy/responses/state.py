@@ -53,7 +53,8 @@ class ResponseIndex:
         self.bytes = 0  # of the entries in memory, read or not
         self._recent: OrderedDict[str, tuple[KnownResponse, int]] = OrderedDict()  # with their sizes
         self._unread: deque[tuple[CallRecord, int]] = deque()  # remembered, answer not read yet; newer
-        self._deleted: set[str] = set()
+        #: Deleted through the proxy, the latest `size` (older deletions are in the log's metadata).
+        self._deleted: OrderedDict[str, None] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._recent) + len(self._unread)
@@ -91,7 +92,9 @@ class ResponseIndex:
         """A response deleted through the proxy is gone for it too."""
         self._read_unread()
         self._drop(response_id)
-        self._deleted.add(response_id)
+        self._deleted[response_id] = None
+        if len(self._deleted) > self.size:
+            self._deleted.popitem(last=False)
 
     def _drop(self, response_id: str) -> None:
         entry = self._recent.pop(response_id, None)
