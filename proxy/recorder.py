@@ -153,8 +153,8 @@ class Recorder:
             while self.backlog.orphans and await self._step(await self.backlog.take(self.max_batch)):
                 pass
             if self.replayed > before:
-                log.warning("wrote %d log rows left in the journal %s by an earlier run",
-                            self.replayed - before, self.journal.directory)
+                log.warning("%d log rows left in the journal %s by an earlier run are in the log now",
+                            self.replayed - before, self.journal.directory)  # some may have been already
         except Exception as exc:
             self._degrade(exc)
         self._task = asyncio.create_task(self._run(), name="recorder")

@@ -120,15 +120,16 @@ def test_shutdown_with_a_locked_database_leaves_the_journal_and_the_next_start_w
             assert time.monotonic() - started < 12
         finally:
             release(locker)
-    assert journaled(server)[-5:] == late
+    left = journaled(server)  # `first` too, when its row reached the database after the late ones were journaled
+    assert left[-5:] == late and len(left) in (5, 6)
     assert [row["request_id"] for row in server.log.rows()] == [first]
     assert "5 log rows wait in the journal" in server.output(), server.output()
 
     again = start_proxy(server.directory)
     try:
         assert journaled(again) == []  # written before the server answered /healthz
-        assert [row["request_id"] for row in again.log.rows()] == [first, *late]
-        assert "wrote 5 log rows left in the journal" in again.output(), again.output()
+        assert [row["request_id"] for row in again.log.rows()] == [first, *late]  # `first` once
+        assert f"{len(left)} log rows left in the journal" in again.output(), again.output()
     finally:
         again.stop_ok()
 
