@@ -153,8 +153,10 @@ class Recorder:
             while self.backlog.orphans and await self._step(await self.backlog.take(self.max_batch)):
                 pass
             if self.replayed > before:
+                # Counted as read back: a row that reached the database just before that run
+                # stopped is among them (and is one row still).
                 log.warning("%d log rows left in the journal %s by an earlier run are in the log now",
-                            self.replayed - before, self.journal.directory)  # some may have been already
+                            self.replayed - before, self.journal.directory)
         except Exception as exc:
             self._degrade(exc)
         self._task = asyncio.create_task(self._run(), name="recorder")
