@@ -63,6 +63,7 @@ class Call:
     cache: str  # "on", "off" or "refresh", after the header, the alias and the config
     key: bytes  # what identical requests share: single-flight and cache
     upstream_payload: dict[str, Any] = field(default_factory=dict)  # what goes upstream, when it differs
+    body: bytes | None = None  # the bytes `payload` was parsed from, when it is them (no preprocessing)
 
 
 class ProxyAPI:
@@ -225,7 +226,8 @@ class ProxyAPI:
             routes, upstream_payload = await self.turns.prepare(record, payload, routes)
         record.provider, record.upstream_model = routes[0].provider, routes[0].upstream_model
         key = request_key(endpoint, routes, identity(headers, record.client), payload)
-        call = Call(record, endpoint, payload, routes, options, self._cache_mode(options, model), key, upstream_payload)
+        call = Call(record, endpoint, payload, routes, options, self._cache_mode(options, model), key, upstream_payload,
+                    None if steps else body)
         if payload.get("stream"):
             record.stream = True
             return await self._stream(call)
@@ -263,9 +265,11 @@ class ProxyAPI:
         return _whole(call.record, outcome)
 
     async def _upstream(self, call: Call, payload: dict[str, Any], stream: bool) -> Outcome:
-        """Upstream along the routes, with the retries this request allows."""
+        """Upstream along the routes, with the retries this request allows; the client's bytes go
+        as they are while `payload` is what they say (`Provider.build`)."""
         return await self.caller.call(
-            call.record, call.routes, call.endpoint, payload, max_attempts=call.options.max_attempts, stream=stream
+            call.record, call.routes, call.endpoint, payload, max_attempts=call.options.max_attempts, stream=stream,
+            raw=call.body if payload is call.payload else None,
         )
 
     async def _stream(self, call: Call) -> Response:

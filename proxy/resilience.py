@@ -101,16 +101,18 @@ class UpstreamCaller:
         max_attempts: int,
         stream: Unread,
         build: RequestBuilder | None = None,
+        raw: bytes | None = None,
     ) -> Outcome:
         """The first final answer (success or an error not worth retrying), else the last failure.
-        `stream`: whether a 200 answer is handed over unread (see `Unread`).
+        `stream`: whether a 200 answer is handed over unread (see `Unread`); `raw`: the bytes
+        `payload` was parsed from, when it is them unchanged (`Provider.build`).
 
         Raises ProxyError (502/504) when no route answered at all; after more than one attempt
         it carries `x-should-retry: false`, so that the client's SDK does not retry on top. A
         route whose provider cannot carry the request (a translated provider refusing a field)
         is passed over for the next; when none could, the first refusal is the answer.
         """
-        make = build or (lambda provider, route: provider.build(endpoint, route.upstream_model, payload))
+        make = build or (lambda provider, route: provider.build(endpoint, route.upstream_model, payload, raw))
         deadline = time.monotonic() + self.policy.deadline
         last: Outcome | UpstreamUnreachable | None = None
         refused: ProxyError | None = None

@@ -338,3 +338,27 @@ def test_azure_only_models_list(azure_only_client, upstream):
     ids = [m.id for m in azure_only_client.models.list()]
     assert "azure/dep-default" in ids
     assert not any(i.startswith(("openai/", "hyperbolic/")) for i in ids)
+
+
+def test_a_body_the_proxy_does_not_change_goes_upstream_byte_for_byte(proxy, upstream):
+    """An integer past 64 bits (orjson reads it as a float), key order and spacing reach the
+    upstream as the client wrote them; a body the route changes is serialized again."""
+    sent = (b'{ "messages": [{"role": "user", "content": "as sent"}],\n  "model": "gpt-4o-mini",'
+            b' "seed": 123456789012345678901234567890, "metadata": {"b": "2", "a": "1"} }')
+    headers = {"content-type": "application/json", "authorization": f"Bearer {CLIENT_KEY}"}
+    answer = httpx.post(proxy.v1 + "/chat/completions", content=sent, headers=headers, timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert upstream.only().raw_body == sent
+    upstream.clear()
+
+    routed = sent.replace(b'"gpt-4o-mini"', b'"openai/gpt-4o-mini"')  # the prefix is taken off
+    assert httpx.post(proxy.v1 + "/chat/completions", content=routed, headers=headers, timeout=10).status_code == 200
+    rebuilt = upstream.only()
+    assert rebuilt.raw_body != routed and rebuilt.json["model"] == "gpt-4o-mini"
+    assert rebuilt.json["messages"] == [{"role": "user", "content": "as sent"}]
+    upstream.clear()
+
+    streamed = sent.replace(b'"gpt-4o-mini",', b'"gpt-4o-mini", "stream": true,')
+    with httpx.stream("POST", proxy.v1 + "/chat/completions", content=streamed, headers=headers, timeout=10) as events:
+        assert events.status_code == 200 and b"[DONE]" in events.read()
+    assert upstream.only().json["stream_options"] == {"include_usage": True}  # asked for the row's usage

@@ -36,11 +36,22 @@ class Provider:
         """Whether `stream_options.include_usage` may be sent to ask for a usage chunk."""
         return True
 
-    def build(self, endpoint: str, upstream_model: str, payload: dict[str, Any]) -> UpstreamRequest:
-        """The upstream request: the client's body with the upstream model, and our key, never theirs."""
-        body = payload if payload.get("model") == upstream_model else {**payload, "model": upstream_model}
+    def build(
+        self, endpoint: str, upstream_model: str, payload: dict[str, Any], raw: bytes | None = None
+    ) -> UpstreamRequest:
+        """The upstream request: the client's body with the upstream model, and our key, never theirs.
+
+        `raw`: the bytes `payload` was parsed from, when it is them unchanged. With the model
+        unchanged too they are sent as they are: the upstream gets exactly what the client
+        sent (an integer past 64 bits, which orjson reads as a float, included), and a long
+        conversation is not serialized again.
+        """
         headers = {"content-type": "application/json", "accept": "application/json", **self.auth_headers()}
-        return UpstreamRequest("POST", self.url(endpoint, upstream_model), headers, orjson.dumps(body))
+        if payload.get("model") == upstream_model:
+            body = raw if raw is not None else orjson.dumps(payload)
+        else:
+            body = orjson.dumps({**payload, "model": upstream_model})
+        return UpstreamRequest("POST", self.url(endpoint, upstream_model), headers, body)
 
     def forward_url(self, path: str) -> str:
         """Where another `/v1/{path}` call goes: always under the configured base URL."""

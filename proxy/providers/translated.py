@@ -52,7 +52,9 @@ class TranslatingProvider(Provider):
     def accepts_stream_options(self) -> bool:
         return self.inner.accepts_stream_options()
 
-    def build(self, endpoint: str, upstream_model: str, payload: dict[str, Any]) -> UpstreamRequest:
+    def build(
+        self, endpoint: str, upstream_model: str, payload: dict[str, Any], raw: bytes | None = None
+    ) -> UpstreamRequest:
         """Raises ProxyError (400) for a Responses request that Chat Completions cannot express."""
         if endpoint in RESPONSES_ENDPOINTS and endpoint != "responses":
             raise ProxyError(
@@ -62,7 +64,7 @@ class TranslatingProvider(Provider):
                 code="unsupported_endpoint",
             )
         if endpoint != "responses":
-            return self.inner.build(endpoint, upstream_model, payload)
+            return self.inner.build(endpoint, upstream_model, payload, raw)
         chat = to_chat(payload, upstream_model, usage_in_stream=self.inner.accepts_stream_options())
         request = self.inner.build("chat/completions", upstream_model, chat)
         return TranslatedRequest(request.method, request.url, request.headers, request.body, payload, upstream_model)
