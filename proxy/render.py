@@ -49,7 +49,9 @@ def render_prompt(endpoint: str, payload: dict[str, Any]) -> str | None:
     if isinstance(value, str):
         return value
     if isinstance(value, list):
-        return "\n".join(v if isinstance(v, str) else str(v) for v in value)
+        if value and all(isinstance(v, int) for v in value):  # one prompt as token ids: one line
+            return " ".join(map(str, value))
+        return "\n".join(v if isinstance(v, str) else str(v) for v in value)  # a batch: one line each
     return None
 
 

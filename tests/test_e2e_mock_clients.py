@@ -137,6 +137,21 @@ def test_n_choices_whole_and_assembled_from_a_stream(proxy, client):
         (0, "Mock answer to: two takes", "stop"), (1, "Mock answer to: two takes", "stop")]
 
 
+def test_a_batch_of_legacy_prompts_is_answered_prompt_by_prompt_and_logged_one_line_each(proxy, client):
+    raw = client.completions.with_raw_response.create(model=MODEL, prompt=["first one", "second"], n=2)
+    batch = raw.parse()
+    assert [(c.index, c.text) for c in batch.choices] == [
+        (0, "Mock answer to: first one"), (1, "Mock answer to: first one"),
+        (2, "Mock answer to: second"), (3, "Mock answer to: second"),
+    ]
+    assert batch.usage.prompt_tokens == 3
+    row = proxy.log.wait_row(raw.headers["x-study-request-id"])
+    assert (row["prompt"], row["prompt_tokens"]) == ("first one\nsecond", 3)
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.completions.create(model=MODEL, prompt="x", n=3, best_of=2)
+    assert raised.value.param == "best_of"
+
+
 def test_an_answer_cut_at_its_token_limit_is_truncation_to_the_sdk_and_in_the_row(proxy, client):
     with pytest.raises(openai.LengthFinishReasonError):
         client.chat.completions.parse(model=MODEL, messages=[{"role": "user", "content": "Plan a day"}],

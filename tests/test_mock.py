@@ -635,3 +635,35 @@ def test_token_ids_embed_as_one_input_a_list_of_them_as_several():
 def test_embeddings_refuse_what_openai_refuses(field, value):
     status, body = send("embeddings", {"input": "x", field: value})
     assert status == 400 and orjson.loads(body)["error"]["param"] == field
+
+
+def test_a_batch_of_legacy_prompts_gets_n_choices_for_each_prompt_after_prompt():
+    status, body = send("completions", {"prompt": ["one", "two three"], "n": 2})
+    answer = orjson.loads(body)
+    assert status == 200
+    assert [(c["index"], c["text"]) for c in answer["choices"]] == [
+        (0, "Mock answer to: one"), (1, "Mock answer to: one"),
+        (2, "Mock answer to: two three"), (3, "Mock answer to: two three"),
+    ]
+    assert answer["usage"]["prompt_tokens"] == 3  # each prompt read once
+    assert answer["usage"]["completion_tokens"] == 2 * 4 + 2 * 5
+    status, body = send("completions", {"prompt": [[1, 2], [3]], "stream": True})
+    texts: dict[int, str] = {}
+    for line in body.decode().splitlines():
+        if line.startswith("data: {"):
+            (choice,) = orjson.loads(line[6:])["choices"]
+            texts[choice["index"]] = texts.get(choice["index"], "") + choice["text"]
+    assert status == 200 and texts == {0: "Mock answer to: 1 2", 1: "Mock answer to: 3"}
+    status, body = send("completions", {"prompt": [5, 6, 7]})
+    assert status == 200 and [c["text"] for c in orjson.loads(body)["choices"]] == ["Mock answer to: 5 6 7"]
+
+
+@pytest.mark.parametrize("payload", [
+    {"prompt": []}, {"prompt": ["a", 1]}, {"prompt": [[1], "a"]}, {"prompt": [[]]}, {"prompt": {"text": "a"}},
+    {"prompt": ["a"] * 2049}, {"prompt": "a", "best_of": 1, "n": 2}, {"prompt": "a", "best_of": 21},
+    {"prompt": "a", "best_of": 2, "stream": True},
+])
+def test_a_legacy_prompt_or_best_of_openai_would_refuse_is_a_400_naming_it(payload):
+    status, body = send("completions", payload)
+    param = orjson.loads(body)["error"]["param"]
+    assert status == 400 and param == ("best_of" if "best_of" in payload else "prompt")

@@ -41,3 +41,9 @@ def test_tool_calls_in_the_prompt_read_the_same_way():
     assert render_prompt("chat/completions", payload) == (
         "user: hi\n\nassistant: [tool call] f({})\n[tool call] f({})\n\ntool: sunny\n\nassistant: "
     )
+
+
+def test_a_prompt_of_token_ids_is_one_line_and_a_batch_one_line_a_prompt():
+    assert render_prompt("completions", {"prompt": [15, 27, 3]}) == "15 27 3"
+    assert render_prompt("completions", {"prompt": ["one", "two"]}) == "one\ntwo"
+    assert render_prompt("embeddings", {"input": [[1, 2], [3]]}) == "[1, 2]\n[3]"

@@ -22,7 +22,7 @@ from ..errors import error_body
 from ..upstream import UpstreamClient, UpstreamRequest, UpstreamResponse
 from .base import Provider
 from .mock_answer import Answer, answer
-from .mock_conversation import MockRequestError, from_chat, from_completions, from_responses
+from .mock_conversation import MockRequestError, completion_prompts, from_chat, from_completions, from_responses
 from .mock_embeddings import embeddings
 from .mock_forward import forwarded_answer
 from .mock_logprobs import completions_logprobs, completions_wanted, logprobs, responses_wanted, wanted
@@ -72,14 +72,18 @@ def _answered(endpoint: str, payload: dict[str, Any]) -> MockResponse:
         if stream:
             return MockResponse(responses_events(payload, said, top), content_type="text/event-stream")
         return MockResponse(responses_body(payload, said, top))
-    conversation = from_completions(payload) if endpoint == "completions" else from_chat(payload)
-    top = wanted(payload) if endpoint == "chat/completions" else completions_wanted(payload)
-    limit = token_limit(endpoint, payload, top)
+    if endpoint == "completions":  # a batch of prompts: `n` choices for each, prompt after prompt
+        conversations = [from_completions(prompt) for prompt in completion_prompts(payload)]
+        top = completions_wanted(payload)
+    else:
+        conversations, top = [from_chat(payload)], wanted(payload)
+    limit = token_limit(endpoint, payload, top, len(conversations))
     stops = stop_sequences(endpoint, payload)
-    said = [answer(conversation).stopped(stops).within(limit) for _ in range(choices(payload))]  # `n`: own call ids
+    n = choices(payload)
+    said = [answer(one).stopped(stops).within(limit) for one in conversations for _ in range(n)]  # own call ids
     if stream:
-        return MockResponse(_sse(endpoint, payload, said, top), content_type="text/event-stream")
-    return MockResponse(orjson.dumps(_completion(endpoint, payload, said, top)))
+        return MockResponse(_sse(endpoint, payload, said, top, n), content_type="text/event-stream")
+    return MockResponse(orjson.dumps(_completion(endpoint, payload, said, top, n)))
 
 
 class MockResponse:
@@ -110,9 +114,9 @@ def _forwarded(request: UpstreamRequest) -> MockResponse:
     return MockResponse(body, status_code=status)
 
 
-def _usage(said: list[Answer]) -> dict[str, int]:
-    """The prompt is read once; each choice's words count."""
-    prompt, completion = said[0].prompt_tokens, sum(one.completion_tokens for one in said)
+def _usage(said: list[Answer], n: int) -> dict[str, int]:
+    """Each prompt is read once (the `n` choices of a prompt are together); each choice's words count."""
+    prompt, completion = sum(one.prompt_tokens for one in said[::n]), sum(one.completion_tokens for one in said)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
@@ -130,9 +134,9 @@ def _finish_reason(said: Answer) -> str:
     return "length" if said.cut else "stop" if said.call is None else "tool_calls"
 
 
-def _completion(endpoint: str, payload: dict[str, Any], said: list[Answer], top: int | None) -> dict[str, Any]:
+def _completion(endpoint: str, payload: dict[str, Any], said: list[Answer], top: int | None, n: int) -> dict[str, Any]:
     choices = [_choice(endpoint, i, one, top) for i, one in enumerate(said)]
-    return {**_envelope(endpoint, payload, chunk=False), "choices": choices, "usage": _usage(said)}
+    return {**_envelope(endpoint, payload, chunk=False), "choices": choices, "usage": _usage(said, n)}
 
 
 def _choice(endpoint: str, index: int, said: Answer, top: int | None) -> dict[str, Any]:
@@ -148,7 +152,7 @@ def _choice(endpoint: str, index: int, said: Answer, top: int | None) -> dict[st
     return {"index": index, "message": message, "logprobs": logprobs(said, top), "finish_reason": _finish_reason(said)}
 
 
-def _sse(endpoint: str, payload: dict[str, Any], said: list[Answer], top: int | None) -> list[bytes]:
+def _sse(endpoint: str, payload: dict[str, Any], said: list[Answer], top: int | None, n: int) -> list[bytes]:
     """The answer's chunks, one choice after the other: the first of each carries the role
     (chat), then a word or an arguments piece each, then its finish reason."""
     envelope = _envelope(endpoint, payload, chunk=True)
@@ -167,7 +171,7 @@ def _sse(endpoint: str, payload: dict[str, Any], said: list[Answer], top: int | 
             choices.append({"index": i, "delta": {}, "logprobs": None, "finish_reason": _finish_reason(one)})
     events = [{**envelope, "choices": [choice]} for choice in choices]
     if (payload.get("stream_options") or {}).get("include_usage"):
-        events.append({**envelope, "choices": [], "usage": _usage(said)})
+        events.append({**envelope, "choices": [], "usage": _usage(said, n)})
     return [b"data: " + orjson.dumps(e) + b"\n\n" for e in events] + [b"data: [DONE]\n\n"]
 
 

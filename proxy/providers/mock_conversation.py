@@ -76,11 +76,40 @@ class Conversation:
         self.last_role = role
 
 
-def from_completions(payload: dict[str, Any]) -> Conversation:
-    """Legacy `/completions`: the prompt is the user's turn."""
+#: OpenAI's most prompts in one legacy completions call (as for embeddings' inputs).
+MAX_PROMPTS = 2048
+
+
+def completion_prompts(payload: dict[str, Any]) -> list[str]:
+    """Legacy `/completions`' prompts, as OpenAI reads `prompt`: a string, a list of token ids
+    (one prompt), or a batch of strings or of token lists, each answered with its own choices."""
     prompt = payload.get("prompt", "")
-    text = prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
-    return Conversation([text], text, "user")
+    if isinstance(prompt, str):
+        return [prompt]
+    if not isinstance(prompt, list) or not prompt:
+        raise MockRequestError("Invalid 'prompt': expected a string, an array of strings, an array of token ids, "
+                               "or an array of token id arrays, not empty.", "prompt")
+    if all(_token(one) for one in prompt):
+        return [" ".join(map(str, prompt))]
+    if all(isinstance(one, str) for one in prompt):
+        batch = prompt
+    elif all(isinstance(one, list) and one and all(map(_token, one)) for one in prompt):
+        batch = [" ".join(map(str, one)) for one in prompt]
+    else:
+        raise MockRequestError("Invalid 'prompt': a batch holds strings alone or token id arrays alone.", "prompt")
+    if len(batch) > MAX_PROMPTS:
+        raise MockRequestError(f"Invalid 'prompt': at most {MAX_PROMPTS} prompts in one request, but got "
+                               f"{len(batch)}.", "prompt")
+    return batch
+
+
+def _token(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def from_completions(prompt: str) -> Conversation:
+    """One legacy `/completions` prompt: the user's turn."""
+    return Conversation([prompt], prompt, "user")
 
 
 def from_chat(payload: dict[str, Any]) -> Conversation:

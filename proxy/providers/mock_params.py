@@ -22,7 +22,7 @@ CHAT: dict[str, Bounds] = {
 }
 PARAMETERS: dict[str, dict[str, Bounds]] = {
     "chat/completions": CHAT,
-    "completions": {**CHAT, "max_tokens": (True, 0, None)},
+    "completions": {**CHAT, "max_tokens": (True, 0, None), "best_of": (True, 0, 20)},
     "responses": {**SAMPLING, "max_output_tokens": (True, 16, None), "top_logprobs": (True, 0, 20),
                   "max_tool_calls": (True, 1, None)},
 }
@@ -73,6 +73,11 @@ def check_parameters(endpoint: str, payload: dict[str, Any]) -> None:
             raise MockRequestError(f"Invalid '{name}': expected a value >= {least:g}, but got {value!r} instead.", name)
         if most is not None and value > most:
             raise MockRequestError(f"Invalid '{name}': expected a value <= {most:g}, but got {value!r} instead.", name)
+    best_of = payload.get("best_of") if endpoint == "completions" else None
+    if best_of is not None and best_of < choices(payload):
+        raise MockRequestError("Invalid 'best_of': best_of must be greater than or equal to n.", "best_of")
+    if best_of is not None and best_of > 1 and payload.get("stream"):
+        raise MockRequestError("Invalid 'best_of': results cannot be streamed when best_of is greater than 1.", "best_of")
 
 
 def choices(payload: dict[str, Any]) -> int:
@@ -97,10 +102,11 @@ MAX_ANSWER_TOKENS = 4096
 MAX_CALL_TOKENS = 65_536
 
 
-def token_limit(endpoint: str, payload: dict[str, Any], alternatives: int | None = None) -> int:
+def token_limit(endpoint: str, payload: dict[str, Any], alternatives: int | None = None, prompts: int = 1) -> int:
     """The most tokens each answer may have: the request's limit (the smaller when chat sets
-    both; checked) within the mock's own, which `n` choices and `alternatives` per token share."""
-    shares = (choices(payload) if endpoint != "responses" else 1) * (1 + (alternatives or 0))
+    both; checked) within the mock's own, which `n` choices of each of the `prompts` and
+    `alternatives` per token share."""
+    shares = (choices(payload) * prompts if endpoint != "responses" else 1) * (1 + (alternatives or 0))
     limits = [payload[name] for name in TOKEN_LIMITS.get(endpoint, ()) if payload.get(name) is not None]
     return min([*limits, MAX_ANSWER_TOKENS, max(1, MAX_CALL_TOKENS // shares)])
 
