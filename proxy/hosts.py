@@ -61,11 +61,13 @@ class HostAllowList:
         self._seen: set[bytes] = set()
 
     def allows(self, headers: Iterable[tuple[bytes, bytes]]) -> bool:
-        """Whether the first `Host` header of an ASGI scope's headers names an allowed host."""
-        for name, value in headers:
-            if name == b"host":
-                return value in self._seen or self._check(value)
-        return False
+        """Whether the one `Host` header of an ASGI scope's headers names an allowed host. A
+        second `Host` is refused (RFC 9112 §3.2): a proxy in front may read the other one."""
+        hosts = [value for name, value in headers if name == b"host"]
+        if len(hosts) != 1:
+            return False
+        value = hosts[0]
+        return value in self._seen or self._check(value)
 
     def _check(self, value: bytes) -> bool:
         host = _host_part(value.decode("latin-1").strip().lower())

@@ -50,6 +50,12 @@ def test_another_host_gets_421_everywhere(proxy, path, method, host):
     assert proxy.log.count() == before  # not a call to this proxy: no row
 
 
+def test_a_second_host_header_gets_421_whichever_comes_first(proxy):
+    for second in (b"evil.example", b"localhost"):
+        response = raw_get(proxy, "/v1/models", "localhost", headers=[(b"Host", second)])
+        assert response is not None and response.status == 421, (second, response)
+
+
 @pytest.mark.parametrize("host", ["localhost", "LOCALHOST", "localhost.", "127.0.0.1", "[::1]"])
 def test_loopback_names_with_any_port_are_served(proxy, host):
     for value in (host, f"{host}:{proxy.port}", f"{host}:1"):

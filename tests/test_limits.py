@@ -78,6 +78,7 @@ def test_host_allow_list(host, allowed):
     hosts = HostAllowList(allowed_names(["localhost", "127.0.0.1", "::1", ".corp.test"], ""))
     assert hosts.allows([(b"user-agent", b"x"), (b"host", host)]) is allowed
     assert hosts.allows([(b"host", host)]) is allowed  # the second time from what it remembers
+    assert hosts.allows([(b"host", b"localhost"), (b"host", host)]) is False  # which one? neither
 
 
 def test_no_host_header_is_not_allowed():
