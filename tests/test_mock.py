@@ -265,6 +265,8 @@ REFUSED_PARAMETERS = [
     ("responses", "truncation", "sideways"), ("responses", "parallel_tool_calls", "no"),
     ("chat/completions", "store", "true"), ("chat/completions", "reasoning_effort", 3), ("chat/completions", "user", 7),
     ("chat/completions", "modalities", ["text", "audio"]),
+    ("chat/completions", "metadata", {str(i): "v" for i in range(17)}), ("responses", "metadata", {"k" * 65: "v"}),
+    ("responses", "metadata", ["k", "v"]),
 ]
 
 
@@ -274,6 +276,14 @@ def test_sampling_parameters_openai_would_refuse_are_a_400_naming_them(endpoint,
     status, body = send(endpoint, {**asked[endpoint], field: value})
     error = orjson.loads(body)["error"]
     assert status == 400 and error["param"] == field and field in error["message"]
+
+
+@pytest.mark.parametrize(("endpoint", "value"), [("responses", 1), ("chat/completions", "v" * 513), ("responses", {"a": "b"})])
+def test_a_metadata_value_openai_would_refuse_is_a_400_naming_its_key(endpoint, value):
+    asked = {"messages": user("x")} if endpoint == "chat/completions" else {"input": "x"}
+    status, body = send(endpoint, {**asked, "metadata": {"fine": "v" * 512, "k": value}})
+    assert status == 400 and orjson.loads(body)["error"]["param"] == "metadata.k"
+    assert send(endpoint, {**asked, "metadata": {str(i): "v" for i in range(16)}})[0] == 200
 
 
 def test_sampling_parameters_within_bounds_or_null_are_taken():
@@ -434,6 +444,10 @@ BAD_TURNS = [
     ("chat/completions", {"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
     ("chat/completions", {"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages[0].content[0].text"),
     ("chat/completions", {"messages": [{"role": "user", "content": ["x"]}]}, "messages[0].content[0]"),
+    ("chat/completions", {"messages": [{"role": "user", "content": [{"type": "input_text", "text": "x"}]}]},
+     "messages[0].content[0].type"),
+    ("responses", {"input": [{"role": "user", "content": [{"type": "text", "text": "x"}]}]}, "input[0].content[0].type"),
+    ("responses", {"input": [{"type": "function_call_output", "output": "x"}]}, "input[0].call_id"),
     ("chat/completions", {"messages": [*user("x"), {"role": "tool", "content": "ok"}]}, "messages[2].tool_call_id"),
     ("chat/completions", {"messages": user("x"), "response_format": {"type": "xml"}}, "response_format.type"),
     ("chat/completions", {"messages": user("x"), "tools": []}, "tools"),
@@ -457,6 +471,40 @@ def test_a_role_or_an_input_item_no_model_knows_is_a_400_naming_it(endpoint, pay
     error = orjson.loads(body)["error"]
     assert status == 400 and error["param"] == param
     assert param in error["message"]
+
+
+CALL = {"id": "call_1", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}
+ASKED = {"role": "assistant", "content": None, "tool_calls": [CALL]}
+FUNCTION_CALL = {"type": "function_call", "call_id": "call_1", "name": "get_time", "arguments": "{}"}
+UNPAIRED_CALLS = [
+    ("chat/completions", [*user("x"), {"role": "tool", "tool_call_id": "call_1", "content": "ok"}],
+     "messages[2].role", "must be a response to a preceding message with 'tool_calls'"),
+    ("chat/completions", [*user("x"), ASKED, {"role": "tool", "tool_call_id": "call_2", "content": "ok"}],
+     "messages[3].role", "must be a response to a preceding message"),
+    ("chat/completions", [*user("x"), ASKED], "messages[2].role", "did not have response messages: call_1"),
+    ("chat/completions", [*user("x"), ASKED, *user("and?")], "messages[2].role", "did not have response messages: call_1"),
+    ("chat/completions", [*user("x"), {**ASKED, "tool_calls": [{"type": "function", "function": {"name": "f"}}]}],
+     "messages[2].tool_calls[0].id", "Missing required parameter"),
+    ("responses", [{"type": "function_call_output", "call_id": "call_9", "output": "x"}],
+     "input", "No tool call found for function call output with call_id call_9."),
+    ("responses", [{"role": "user", "content": "x"}, FUNCTION_CALL], "input", "No tool output found for function call call_1."),
+]
+
+
+@pytest.mark.parametrize(("endpoint", "turns", "param", "said"), UNPAIRED_CALLS)
+def test_a_tool_result_without_its_call_or_a_call_without_its_result_is_openais_400(endpoint, turns, param, said):
+    field = "messages" if endpoint == "chat/completions" else "input"
+    status, body = send(endpoint, {field: turns})
+    error = orjson.loads(body)["error"]
+    assert status == 400 and error["param"] == param and said in error["message"]
+
+
+def test_answered_tool_calls_pass_in_both_apis():
+    answered = [*user("x"), {**ASKED, "tool_calls": [CALL, {**CALL, "id": "call_2"}]},
+                {"role": "tool", "tool_call_id": "call_2", "content": "b"}, {"role": "tool", "tool_call_id": "call_1", "content": "a"}]
+    assert send("chat/completions", {"messages": answered})[0] == 200
+    items = [{"role": "user", "content": "x"}, FUNCTION_CALL, {"type": "function_call_output", "call_id": "call_1", "output": "a"}]
+    assert send("responses", {"input": items})[0] == 200
 
 
 def test_an_assistant_turn_of_tool_calls_alone_and_content_parts_are_taken():

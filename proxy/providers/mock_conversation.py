@@ -30,6 +30,10 @@ INPUT_ITEM_TYPES = frozenset({
     "mcp_approval_request", "mcp_approval_response", "mcp_call", "custom_tool_call", "custom_tool_call_output",
     "tool_search_call", "tool_search_output", "additional_tools", "configuration_update", "program", "program_output",
 })
+#: The content part types of a message (openai-python 3.60): Chat Completions', then the
+#: Responses API's input and output parts.
+CHAT_PART_TYPES = ("text", "image_url", "input_audio", "file", "refusal")
+RESPONSES_PART_TYPES = ("input_text", "input_image", "input_file", "input_audio", "output_text", "refusal")
 #: Responses fields that name something kept at OpenAI, which the mock has not got.
 STORED_AT_OPENAI = {
     "prompt": "prompt templates are stored at OpenAI; send the text as `instructions` and `input`.",
@@ -114,13 +118,16 @@ def from_completions(prompt: str) -> Conversation:
 
 def from_chat(payload: dict[str, Any]) -> Conversation:
     """`/chat/completions`: `messages`, `tools` with `tool_choice`, `response_format`."""
-    conversation = Conversation()
+    conversation, calls = Conversation(), ToolCalls()
     for i, message in enumerate(payload.get("messages") or ()):
         if isinstance(message, dict):
-            conversation.hear(_chat_message(i, message), content_text(message.get("content")))
+            role = _chat_message(i, message)
+            calls.chat_message(i, role, message)
+            conversation.hear(role, content_text(message.get("content")))
             for call in _list(message.get("tool_calls")):
                 if isinstance(call, dict) and isinstance(call.get("function"), dict):
                     conversation.called.add(str(call["function"].get("name")))
+    calls.chat_end()
     tools = payload.get("tools")
     if tools == []:
         raise MockRequestError("Invalid 'tools': empty array. Expected an array with at least one tool.", "tools")
@@ -158,19 +165,24 @@ def from_responses(payload: dict[str, Any]) -> Conversation:
     items = payload.get("input")
     if isinstance(items, str):
         conversation.hear("user", items)
+    calls = ToolCalls()
     for i, item in enumerate(items if isinstance(items, list) else ()):
         if not isinstance(item, dict):
             continue
         kind = _one_of(item.get("type", "message"), INPUT_ITEM_TYPES, f"input[{i}].type")
         if kind == "message":
             role = _one_of(item.get("role"), RESPONSES_ROLES, f"input[{i}].role")
+            _parts(item.get("content"), f"input[{i}].content", RESPONSES_PART_TYPES)
             conversation.hear(role, content_text(item.get("content")))
         elif kind == "function_call":
+            calls.called(_call_id(item, f"input[{i}]"))
             conversation.called.add(str(item.get("name")))
             conversation.hear("assistant", "")
         elif kind == "function_call_output":
+            calls.answered(_call_id(item, f"input[{i}]"))
             output = item.get("output")
             conversation.hear("tool", output if isinstance(output, str) else content_text(output))
+    calls.responses_end()
     tools = payload.get("tools")
     if tools and isinstance(tools, list):
         conversation.tools = [
@@ -199,14 +211,75 @@ def _chat_message(i: int, message: dict[str, Any]) -> str:
     elif not isinstance(content, (str, list)):
         raise MockRequestError(f"Invalid type for '{at}': expected a string or an array of content parts, "
                                f"but got {type(content).__name__} instead.", at)
-    for j, part in enumerate(content if isinstance(content, list) else ()):
-        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-            raise MockRequestError(f"Invalid '{at}[{j}]': a content part is an object with a `type`.", f"{at}[{j}]")
+    for j, part in enumerate(_parts(content, at, CHAT_PART_TYPES)):
         if part["type"] == "text" and not isinstance(part.get("text"), str):
             raise MockRequestError(f"Missing required parameter: '{at}[{j}].text'.", f"{at}[{j}].text")
     if role == "tool" and not isinstance(message.get("tool_call_id"), str):
         raise MockRequestError(f"Missing required parameter: 'messages[{i}].tool_call_id'.", f"messages[{i}].tool_call_id")
     return role
+
+
+def _parts(content: Any, at: str, types: tuple[str, ...]) -> list[dict[str, Any]]:
+    """A message's content parts (none for a string), each an object of one of `types`."""
+    parts = _list(content)
+    for j, part in enumerate(parts):
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise MockRequestError(f"Invalid '{at}[{j}]': a content part is an object with a `type`.", f"{at}[{j}]")
+        _one_of(part["type"], types, f"{at}[{j}].type")
+    return parts
+
+
+class ToolCalls:
+    """Which tool calls of a conversation have their results, checked as OpenAI checks them:
+    a result answers a call made before it, and no call is left without its result. (An agent
+    that forgets to send a tool's result gets OpenAI's 400, so it gets the mock's.)"""
+
+    def __init__(self) -> None:
+        self.waiting: dict[str, str] = {}  # call id -> where its call is, in order
+        self.chat_call_at = ""
+
+    # Chat Completions: an assistant's tool calls are answered by the tool messages right after it.
+
+    def chat_message(self, i: int, role: str, message: dict[str, Any]) -> None:
+        if role == "tool":
+            if self.waiting.pop(message["tool_call_id"], None) is None:
+                raise MockRequestError("Invalid parameter: messages with role 'tool' must be a response to a "
+                                       "preceding message with 'tool_calls'.", f"messages[{i}].role")
+            return
+        self.chat_end()
+        for j, call in enumerate(_list(message.get("tool_calls")) if role == "assistant" else ()):
+            call_id = call.get("id") if isinstance(call, dict) else None
+            if not isinstance(call_id, str):
+                raise MockRequestError(f"Missing required parameter: 'messages[{i}].tool_calls[{j}].id'.",
+                                       f"messages[{i}].tool_calls[{j}].id")
+            self.waiting[call_id] = f"messages[{i}]"
+        self.chat_call_at = f"messages[{i}].role"
+
+    def chat_end(self) -> None:
+        if self.waiting:
+            raise MockRequestError("An assistant message with 'tool_calls' must be followed by tool messages "
+                                   "responding to each 'tool_call_id'. The following tool_call_ids did not have "
+                                   f"response messages: {', '.join(self.waiting)}", self.chat_call_at)
+
+    # The Responses API: a function_call_output item answers a function_call item before it.
+
+    def called(self, call_id: str) -> None:
+        self.waiting[call_id] = "input"
+
+    def answered(self, call_id: str) -> None:
+        if self.waiting.pop(call_id, None) is None:
+            raise MockRequestError(f"No tool call found for function call output with call_id {call_id}.", "input")
+
+    def responses_end(self) -> None:
+        if self.waiting:
+            raise MockRequestError(f"No tool output found for function call {next(iter(self.waiting))}.", "input")
+
+
+def _call_id(item: dict[str, Any], at: str) -> str:
+    call_id = item.get("call_id")
+    if not isinstance(call_id, str):
+        raise MockRequestError(f"Missing required parameter: '{at}.call_id'.", f"{at}.call_id")
+    return call_id
 
 
 def _tool(function: dict[str, Any], at: str) -> dict[str, Any]:

@@ -41,6 +41,8 @@ KINDS: dict[str, dict[str, tuple[type, str]]] = {
     },
 }
 TRUNCATIONS = ("auto", "disabled")
+#: OpenAI's `metadata`: at most 16 pairs of strings, keys up to 64 characters, values up to 512.
+METADATA_PAIRS, METADATA_KEY, METADATA_VALUE = 16, 64, 512
 
 
 def check_parameters(endpoint: str, payload: dict[str, Any]) -> None:
@@ -73,11 +75,36 @@ def check_parameters(endpoint: str, payload: dict[str, Any]) -> None:
             raise MockRequestError(f"Invalid '{name}': expected a value >= {least:g}, but got {value!r} instead.", name)
         if most is not None and value > most:
             raise MockRequestError(f"Invalid '{name}': expected a value <= {most:g}, but got {value!r} instead.", name)
+    metadata = payload.get("metadata") if endpoint in KINDS else None
+    if metadata is not None:
+        check_metadata(metadata)
     best_of = payload.get("best_of") if endpoint == "completions" else None
     if best_of is not None and best_of < choices(payload):
         raise MockRequestError("Invalid 'best_of': best_of must be greater than or equal to n.", "best_of")
     if best_of is not None and best_of > 1 and payload.get("stream"):
         raise MockRequestError("Invalid 'best_of': results cannot be streamed when best_of is greater than 1.", "best_of")
+
+
+def check_metadata(metadata: Any) -> None:
+    """`metadata` as OpenAI takes it (Chat Completions and Responses alike)."""
+    if not isinstance(metadata, dict):
+        raise MockRequestError(f"Invalid type for 'metadata': expected an object, but got {type(metadata).__name__} "
+                               "instead.", "metadata")
+    if len(metadata) > METADATA_PAIRS:
+        raise MockRequestError(f"Invalid 'metadata': too many properties. Expected an object with at most "
+                               f"{METADATA_PAIRS} properties, but got an object with {len(metadata)} properties "
+                               "instead.", "metadata")
+    for key, value in metadata.items():
+        if len(key) > METADATA_KEY:
+            raise MockRequestError(f"Invalid 'metadata': a key may have at most {METADATA_KEY} characters, but "
+                                   f"{key[:METADATA_KEY]!r}… has {len(key)}.", "metadata")
+        if not isinstance(value, str):
+            raise MockRequestError(f"Invalid type for 'metadata.{key}': expected a string, but got "
+                                   f"{type(value).__name__} instead.", f"metadata.{key}")
+        if len(value) > METADATA_VALUE:
+            raise MockRequestError(f"Invalid 'metadata.{key}': string too long. Expected a string with maximum "
+                                   f"length {METADATA_VALUE}, but got a string with length {len(value)} instead.",
+                                   f"metadata.{key}")
 
 
 def choices(payload: dict[str, Any]) -> int:
