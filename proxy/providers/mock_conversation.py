@@ -80,8 +80,8 @@ class Conversation:
         self.last_role = role
 
 
-#: OpenAI's most prompts in one legacy completions call (as for embeddings' inputs).
-MAX_PROMPTS = 2048
+#: OpenAI's most items in one batch: embeddings' inputs, legacy completions' prompts.
+MAX_BATCH = 2048
 
 
 def completion_prompts(payload: dict[str, Any]) -> list[str]:
@@ -101,8 +101,8 @@ def completion_prompts(payload: dict[str, Any]) -> list[str]:
         batch = [" ".join(map(str, one)) for one in prompt]
     else:
         raise MockRequestError("Invalid 'prompt': a batch holds strings alone or token id arrays alone.", "prompt")
-    if len(batch) > MAX_PROMPTS:
-        raise MockRequestError(f"Invalid 'prompt': at most {MAX_PROMPTS} prompts in one request, but got "
+    if len(batch) > MAX_BATCH:
+        raise MockRequestError(f"Invalid 'prompt': at most {MAX_BATCH} prompts in one request, but got "
                                f"{len(batch)}.", "prompt")
     return batch
 
@@ -235,8 +235,8 @@ class ToolCalls:
     that forgets to send a tool's result gets OpenAI's 400, so it gets the mock's.)"""
 
     def __init__(self) -> None:
-        self.waiting: dict[str, str] = {}  # call id -> where its call is, in order
-        self.chat_call_at = ""
+        #: call id -> the `param` its unanswered call's 400 names, in the order of the calls
+        self.waiting: dict[str, str] = {}
 
     # Chat Completions: an assistant's tool calls are answered by the tool messages right after it.
 
@@ -252,14 +252,14 @@ class ToolCalls:
             if not isinstance(call_id, str):
                 raise MockRequestError(f"Missing required parameter: 'messages[{i}].tool_calls[{j}].id'.",
                                        f"messages[{i}].tool_calls[{j}].id")
-            self.waiting[call_id] = f"messages[{i}]"
-        self.chat_call_at = f"messages[{i}].role"
+            self.waiting[call_id] = f"messages[{i}].role"
 
     def chat_end(self) -> None:
+        """Every call waiting is of one assistant message: the one before the latest tool messages."""
         if self.waiting:
             raise MockRequestError("An assistant message with 'tool_calls' must be followed by tool messages "
                                    "responding to each 'tool_call_id'. The following tool_call_ids did not have "
-                                   f"response messages: {', '.join(self.waiting)}", self.chat_call_at)
+                                   f"response messages: {', '.join(self.waiting)}", next(iter(self.waiting.values())))
 
     # The Responses API: a function_call_output item answers a function_call item before it.
 
@@ -272,7 +272,8 @@ class ToolCalls:
 
     def responses_end(self) -> None:
         if self.waiting:
-            raise MockRequestError(f"No tool output found for function call {next(iter(self.waiting))}.", "input")
+            call_id, param = next(iter(self.waiting.items()))
+            raise MockRequestError(f"No tool output found for function call {call_id}.", param)
 
 
 def _call_id(item: dict[str, Any], at: str) -> str:

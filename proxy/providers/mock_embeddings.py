@@ -11,19 +11,18 @@ import hashlib
 import struct
 from typing import Any
 
-from .mock_conversation import MockRequestError
+from .mock_conversation import MAX_BATCH, MockRequestError
 
 DEFAULT_DIMENSIONS = 8
-#: OpenAI's limits: text-embedding-3-large's 3072 dimensions, 2048 inputs a request.
+#: OpenAI's limit: text-embedding-3-large's 3072 dimensions (and `MAX_BATCH` inputs a request).
 MAX_DIMENSIONS = 3072
-MAX_INPUTS = 2048
 
 
 def embeddings(payload: dict[str, Any]) -> dict[str, Any]:
     """The `/embeddings` answer for `payload`; a 400 for a format or size OpenAI would refuse."""
     inputs = _inputs(payload.get("input"))
-    if len(inputs) > MAX_INPUTS:
-        raise MockRequestError(f"`input` may hold at most {MAX_INPUTS} items.", "input")
+    if len(inputs) > MAX_BATCH:
+        raise MockRequestError(f"`input` may hold at most {MAX_BATCH} items.", "input")
     dimensions = payload.get("dimensions")
     if dimensions is None:
         dimensions = DEFAULT_DIMENSIONS

@@ -75,7 +75,7 @@ def check_parameters(endpoint: str, payload: dict[str, Any]) -> None:
             raise MockRequestError(f"Invalid '{name}': expected a value >= {least:g}, but got {value!r} instead.", name)
         if most is not None and value > most:
             raise MockRequestError(f"Invalid '{name}': expected a value <= {most:g}, but got {value!r} instead.", name)
-    metadata = payload.get("metadata") if endpoint in KINDS else None
+    metadata = payload.get("metadata") if endpoint in ("chat/completions", "responses") else None
     if metadata is not None:
         check_metadata(metadata)
     best_of = payload.get("best_of") if endpoint == "completions" else None
